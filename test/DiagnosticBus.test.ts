@@ -1,0 +1,94 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber, Stream } from "effect"
+import { TestClock } from "effect/testing"
+import * as DiagnosticBus from "../src/DiagnosticBus.ts"
+import * as SessionKey from "../src/SessionKey.ts"
+
+const key = SessionKey.makeUnsafe("agent:main:bus")
+const opened = { _tag: "session.lane.opened", sessionKey: key } as const
+
+describe("DiagnosticBus", () => {
+  describe("publish", () => {
+    it.effect("stamps strictly increasing seq and the Clock's time", () =>
+      Effect.gen(function*() {
+        const bus = yield* DiagnosticBus.make()
+        yield* TestClock.adjust("5 seconds")
+        const a = yield* bus.publish(opened)
+        const reserved = yield* bus.nextSeq
+        yield* TestClock.adjust("1 second")
+        const b = yield* bus.publish(opened)
+        assert.deepStrictEqual([a.seq, reserved, b.seq], [1, 2, 3])
+        assert.deepStrictEqual([a.ts, b.ts], [5_000, 6_000])
+        assert.strictEqual(yield* bus.watermark, 3)
+      }))
+
+    it.effect("delivers to every subscriber in order", () =>
+      Effect.gen(function*() {
+        const bus = yield* DiagnosticBus.make()
+        const s1 = yield* bus.subscribe({ name: "one" })
+        const s2 = yield* bus.subscribe({ name: "two" })
+        const r1 = yield* s1.pipe(Stream.take(3), Stream.runCollect, Effect.forkChild)
+        const r2 = yield* s2.pipe(Stream.take(3), Stream.runCollect, Effect.forkChild)
+        for (let i = 0; i < 3; i++) yield* bus.publish(opened)
+        assert.deepStrictEqual((yield* Fiber.join(r1)).map((e) => e.seq), [1, 2, 3])
+        assert.deepStrictEqual((yield* Fiber.join(r2)).map((e) => e.seq), [1, 2, 3])
+      }))
+  })
+
+  describe("back-pressure", () => {
+    it.effect("a stuck subscriber never blocks publishers or a live subscriber, and its drops are counted", () =>
+      Effect.gen(function*() {
+        const bus = yield* DiagnosticBus.make({ capacity: 8 })
+        yield* bus.subscribe({ name: "stuck" }) // never read
+        const live = yield* bus.subscribe({ name: "live" })
+        const seen: Array<string> = []
+        yield* live.pipe(
+          Stream.runForEach((e) => Effect.sync(() => seen.push(e._tag))),
+          Effect.forkScoped({ startImmediately: true })
+        )
+        for (let i = 0; i < 100; i++) {
+          yield* bus.publish(opened)
+          yield* Effect.yieldNow
+        }
+        const stats = yield* bus.stats
+        const stuck = stats.subscribers.find((s) => s.name === "stuck")!
+        assert.isAtMost(stuck.backlog, 8, "memory stays bounded")
+        assert.isAtLeast(stuck.dropped, 92)
+        assert.strictEqual(stats.dropped, stuck.dropped + stats.subscribers.find((s) => s.name === "live")!.dropped)
+        assert.strictEqual(seen.filter((t) => t === "session.lane.opened").length, 100, "the live subscriber lost nothing")
+        const reports = seen.filter((t) => t === "diagnostic.events.dropped")
+        assert.strictEqual(reports.length, 1, "one report within the report interval")
+      }))
+
+    it.effect("reports drops again once the report interval has passed", () =>
+      Effect.gen(function*() {
+        const bus = yield* DiagnosticBus.make({ capacity: 2, dropReportInterval: "1 second" })
+        yield* bus.subscribe({ name: "stuck" })
+        const live = yield* bus.subscribe({ name: "live" })
+        const reports: Array<{ dropped: number; totalDropped: number }> = []
+        yield* live.pipe(
+          Stream.filter((e) => e._tag === "diagnostic.events.dropped"),
+          Stream.runForEach((e) => Effect.sync(() => reports.push(e as any))),
+          Effect.forkScoped({ startImmediately: true })
+        )
+        for (let round = 0; round < 3; round++) {
+          for (let i = 0; i < 10; i++) {
+            yield* bus.publish(opened)
+            yield* Effect.yieldNow
+          }
+          yield* TestClock.adjust("1 second")
+        }
+        assert.strictEqual(reports.length, 3)
+        assert.deepStrictEqual(reports.map((r) => r.totalDropped), [...reports.map((r) => r.totalDropped)].sort((a, b) => a - b))
+      }))
+
+    it.effect("a subscriber that leaves its scope stops counting", () =>
+      Effect.gen(function*() {
+        const bus = yield* DiagnosticBus.make({ capacity: 2 })
+        yield* Effect.scoped(bus.subscribe({ name: "brief" }))
+        for (let i = 0; i < 10; i++) yield* bus.publish(opened)
+        const stats = yield* bus.stats
+        assert.deepStrictEqual([stats.subscribers.length, stats.dropped, stats.published], [0, 0, 10])
+      }))
+  })
+})
