@@ -1,0 +1,479 @@
+/**
+ * What every session is doing, tracked so that nothing can outlive its owner.
+ *
+ * - A **run** (one turn's execution) registers itself as an owner of its
+ *   session's activity with {@link ActivityTracker} `run`, and deregisters in a
+ *   finalizer whatever its exit. Runs nest: a run started inside another run
+ *   records it as its parent.
+ * - **Structured markers** (`tool`, `model`) wrap an Effect inside a run; the
+ *   marker opens when the Effect starts and a finalizer closes it with its
+ *   outcome (success, failure, interrupted, defect). They cannot leak.
+ * - **Reported markers** come from `report`, for runtimes that are not Effect
+ *   (a CLI, an app-server subprocess): `started`/`completed`/`progress` signals
+ *   numbered with `nextSeq`. These can leak, so supervision cleans up: when the
+ *   last owner of a session ends, every marker still open there is evicted
+ *   with one `session.activity.evicted` event, and the run's cutoff (the
+ *   sequence watermark at its end) fences late start signals.
+ * - `snapshot`/`snapshotAll` give the attention classifier what it needs.
+ *
+ * The state machine is pure (`internal/activityState.ts`); this service reads
+ * the clock and the watermark, calls it, and publishes the events it returns.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import { DiagnosticBus } from "./DiagnosticBus.ts"
+import * as DiagnosticEvent from "./DiagnosticEvent.ts"
+import * as State from "./internal/activityState.ts"
+import { SessionKey } from "./SessionKey.ts"
+
+/**
+ * The run the current fiber works for. Provided by `run`; structured markers
+ * require it, so a marker can only ever be opened under an owner.
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export class CurrentRun extends Context.Service<CurrentRun, {
+  readonly sessionKey: SessionKey
+  readonly runId: string
+}>()("effect-session-runtime/ActivityTracker/CurrentRun") {}
+
+/**
+ * What the classifier needs about one session (see `internal/activityState.ts`).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type ActivitySnapshot = State.Snapshot
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type MarkerView = State.MarkerView
+
+/**
+ * The result of a reported signal.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type SignalResult = State.SignalResult
+
+/**
+ * Whether a progress reason says the run finished.
+ *
+ * @category predicates
+ * @since 0.1.0
+ */
+export const isTerminalReason = State.isTerminalReason
+
+/**
+ * A signal reported by a runtime that is not Effect. `seq` must come from
+ * `nextSeq` (or `DiagnosticBus.nextSeq`) at the moment the signal is emitted,
+ * so that a signal emitted before a teardown can be told from one after it.
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const ReportedSignal = Schema.Struct({
+  type: Schema.Literals(["started", "completed", "progress"]),
+  kind: Schema.optionalKey(DiagnosticEvent.MarkerKind),
+  sessionKey: SessionKey,
+  runId: Schema.String.check(Schema.isNonEmpty(), Schema.isMaxLength(256)),
+  callId: Schema.optionalKey(Schema.String.check(Schema.isNonEmpty(), Schema.isMaxLength(256))),
+  seq: Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0)),
+  /** Tool name, or `provider/model`, for `started`. */
+  name: Schema.optionalKey(Schema.String.check(Schema.isMaxLength(256))),
+  /** For `completed`. @default "success" */
+  outcome: Schema.optionalKey(DiagnosticEvent.Outcome),
+  /** For `progress`. @default "progress" */
+  reason: Schema.optionalKey(Schema.String.check(Schema.isNonEmpty(), Schema.isMaxLength(128)))
+})
+export type ReportedSignal = typeof ReportedSignal.Type
+
+/**
+ * A reported signal that could not be accepted. `reason` is one of
+ * `unknown_kind`, `invalid_seq`, `malformed`; the signal changed nothing and
+ * was counted.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class InvalidSignal extends Schema.TaggedError<InvalidSignal>()("InvalidSignal", {
+  reason: DiagnosticEvent.IgnoredSignalReason,
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `Reported activity signal rejected (${this.reason}): ${this.detail}. ` +
+      "Send { type, kind: tool_call | model_call, sessionKey, runId, callId, seq } with seq from nextSeq."
+  }
+}
+
+/**
+ * Counters and sizes, for metrics and tests.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Stats {
+  readonly sessions: number
+  readonly owners: number
+  readonly markers: number
+  readonly opened: number
+  readonly closed: number
+  readonly evicted: number
+  readonly fenced: number
+  readonly ignored: number
+}
+
+/**
+ * Options of the tracker.
+ *
+ * @category config
+ * @since 0.1.0
+ */
+export interface Options {
+  /**
+   * How many ended runs keep their fencing cutoff.
+   * @default 100000
+   */
+  readonly maxEndedRuns?: number | undefined
+  /**
+   * How long an idle session with nothing open keeps its last-progress record.
+   * @default "1 hour"
+   */
+  readonly forgetAfter?: Duration.Input | undefined
+}
+
+/**
+ * @category services
+ * @since 0.1.0
+ */
+export class ActivityTracker extends Context.Service<ActivityTracker, {
+  /** Runs `effect` as an owner of `sessionKey`'s activity (nested if already inside a run). */
+  readonly run: <A, E, R>(
+    sessionKey: SessionKey,
+    effect: Effect.Effect<A, E, R>,
+    options?: { readonly runId?: string | undefined }
+  ) => Effect.Effect<A, E, Exclude<R, CurrentRun>>
+  /** Registers the current fiber as an owner until the scope closes. */
+  readonly owner: (
+    sessionKey: SessionKey,
+    options?: { readonly runId?: string | undefined }
+  ) => Effect.Effect<Context.Service.Shape<typeof CurrentRun>, never, Scope.Scope>
+  /** A structured tool call marker around `effect`. */
+  readonly tool: <A, E, R>(
+    info: { readonly name: string; readonly callId?: string | undefined },
+    effect: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E, R | CurrentRun>
+  /** A structured model call marker around `effect`. */
+  readonly model: <A, E, R>(
+    info: { readonly provider: string; readonly model: string; readonly callId?: string | undefined },
+    effect: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E, R | CurrentRun>
+  /** Records progress of the current run (for example a streamed chunk). */
+  readonly progress: (reason: string) => Effect.Effect<void, never, CurrentRun>
+  /** Accepts a reported signal; malformed input fails with `InvalidSignal` and changes nothing. */
+  readonly report: (signal: unknown) => Effect.Effect<SignalResult, InvalidSignal>
+  /** Allocates the sequence number for a reported signal. */
+  readonly nextSeq: Effect.Effect<number>
+  /** Evicts what a recovery found wedged (see `internal/activityState.evictForRecovery`). */
+  readonly evictForRecovery: (
+    sessionKey: SessionKey,
+    options: { readonly cutoff: number; readonly runIds?: ReadonlyArray<string> | undefined }
+  ) => Effect.Effect<{ readonly evictedTools: number; readonly evictedModelCalls: number }>
+  /** Defence in depth: evicts markers of owners that are gone (`owner_exited`). */
+  readonly sweep: Effect.Effect<number>
+  readonly snapshot: (sessionKey: SessionKey) => Effect.Effect<ActivitySnapshot>
+  readonly snapshotAll: Effect.Effect<ReadonlyArray<ActivitySnapshot>>
+  readonly stats: Effect.Effect<Stats>
+}>()("effect-session-runtime/ActivityTracker") {}
+
+const outcomeOf = <A, E>(exit: Exit.Exit<A, E>): DiagnosticEvent.Outcome => {
+  if (Exit.isSuccess(exit)) return "success"
+  if (Cause.hasDies(exit.cause)) return "defect"
+  if (Cause.hasFails(exit.cause)) return "failure"
+  return "interrupted"
+}
+
+const decodeSignal = Schema.decodeUnknownResult(ReportedSignal)
+
+const classifyInvalid = (input: unknown, message: string): InvalidSignal => {
+  const raw = typeof input === "object" && input !== null ? input as Record<string, unknown> : {}
+  if ("kind" in raw && raw.kind !== "tool_call" && raw.kind !== "model_call") {
+    return new InvalidSignal({ reason: "unknown_kind", detail: `unknown kind ${JSON.stringify(raw.kind)?.slice(0, 40)}` })
+  }
+  if ("seq" in raw && !(typeof raw.seq === "number" && Number.isInteger(raw.seq) && raw.seq >= 0)) {
+    return new InvalidSignal({ reason: "invalid_seq", detail: "seq must be a non-negative integer from nextSeq" })
+  }
+  return new InvalidSignal({ reason: "malformed", detail: message.slice(0, 200) })
+}
+
+/**
+ * Builds the tracker.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make = Effect.fnUntraced(function*(options: Options = {}) {
+  const bus = yield* DiagnosticBus
+  const clock = yield* Clock.Clock
+  const state = State.makeState({ maxEndedRuns: options.maxEndedRuns })
+  const forgetAfterMs = Duration.toMillis(Duration.fromInputUnsafe(options.forgetAfter ?? "1 hour"))
+  let runCounter = 0
+  let markerCounter = 0
+  const now = () => clock.currentTimeMillisUnsafe()
+
+  const publishAll = (drafts: ReadonlyArray<DiagnosticEvent.Draft>): Effect.Effect<void> =>
+    drafts.length === 0
+      ? Effect.void
+      : drafts.length === 1
+      ? Effect.asVoid(bus.publish(drafts[0]!))
+      : Effect.forEach(drafts, bus.publish, { discard: true })
+
+  const register = (sessionKey: SessionKey, runId: string | undefined) =>
+    Effect.gen(function*() {
+      const parent = yield* Effect.serviceOption(CurrentRun)
+      const fiber = yield* Effect.fiber
+      const owner: State.Owner = {
+        runId: runId ?? `run-${++runCounter}`,
+        sessionKey,
+        parentRunId: Option.isSome(parent) ? parent.value.runId : undefined,
+        startedAt: now(),
+        startSeq: yield* bus.watermark,
+        completedCalls: new Set(),
+        isDone: () => fiber.pollUnsafe() !== undefined
+      }
+      if (state.runs.has(owner.runId)) {
+        return yield* Effect.die(new Error(`run id ${owner.runId} is already registered`))
+      }
+      const started = yield* bus.publish(State.registerOwner(state, owner, owner.startedAt))
+      owner.startSeq = started.seq
+      return CurrentRun.of({ sessionKey, runId: owner.runId })
+    })
+
+  const deregister = (run: Context.Service.Shape<typeof CurrentRun>, exit: Exit.Exit<unknown, unknown>) =>
+    Effect.flatMap(bus.watermark, (cutoff) => publishAll(State.endOwner(state, run.runId, outcomeOf(exit), now(), cutoff)))
+
+  const run = <A, E, R>(
+    sessionKey: SessionKey,
+    effect: Effect.Effect<A, E, R>,
+    runOptions?: { readonly runId?: string | undefined }
+  ): Effect.Effect<A, E, Exclude<R, CurrentRun>> =>
+    Effect.acquireUseRelease(
+      register(sessionKey, runOptions?.runId),
+      (current) => Effect.provideService(effect, CurrentRun, current),
+      deregister
+    )
+
+  const owner = (sessionKey: SessionKey, ownerOptions?: { readonly runId?: string | undefined }) =>
+    Effect.acquireRelease(register(sessionKey, ownerOptions?.runId), deregister)
+
+  const structured = <A, E, R>(
+    kind: DiagnosticEvent.MarkerKind,
+    name: string,
+    callId: string | undefined,
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E, R | CurrentRun> =>
+    Effect.flatMap(CurrentRun, (current) =>
+      Effect.acquireUseRelease(
+        Effect.suspend(() => {
+          const t = now()
+          const markerId = `m-${++markerCounter}`
+          const marker: State.Marker = {
+            markerId,
+            lookup: State.lookupKey(current.runId, kind, callId ?? markerId),
+            sessionKey: current.sessionKey,
+            runId: current.runId,
+            kind,
+            source: "structured",
+            name,
+            startedAt: t,
+            openedSeq: 0,
+            lastProgressAt: t
+          }
+          return Effect.map(bus.publish(State.openMarker(state, marker, t)), (opened) => {
+            marker.openedSeq = opened.seq
+            return marker
+          })
+        }),
+        () => effect,
+        (marker, exit) =>
+          Effect.suspend(() => {
+            const closed = State.closeMarker(state, marker, outcomeOf(exit), now())
+            return closed === undefined ? Effect.void : Effect.asVoid(bus.publish(closed))
+          })
+      ))
+
+  const report = (input: unknown): Effect.Effect<SignalResult, InvalidSignal> =>
+    Effect.suspend(() => {
+      const decoded = decodeSignal(input)
+      if (Result.isFailure(decoded)) {
+        const error = classifyInvalid(input, decoded.failure.message)
+        state.counters.ignored++
+        return bus.publish({ _tag: "session.activity.signal_ignored", reason: error.reason, detail: error.detail })
+          .pipe(Effect.andThen(Effect.fail(error)))
+      }
+      const signal = decoded.success
+      if (signal.type !== "progress" && (signal.kind === undefined || signal.callId === undefined)) {
+        const error = new InvalidSignal({ reason: "malformed", detail: `${signal.type} needs kind and callId` })
+        state.counters.ignored++
+        return bus.publish({ _tag: "session.activity.signal_ignored", reason: error.reason, detail: error.detail })
+          .pipe(Effect.andThen(Effect.fail(error)))
+      }
+      const t = now()
+      const [result, drafts] = signal.type === "started"
+        ? State.reportStart(state, {
+          sessionKey: signal.sessionKey,
+          runId: signal.runId,
+          kind: signal.kind!,
+          callId: signal.callId!,
+          name: signal.name ?? signal.kind!,
+          seq: signal.seq
+        }, `m-${++markerCounter}`, t)
+        : signal.type === "completed"
+        ? State.reportEnd(state, {
+          sessionKey: signal.sessionKey,
+          runId: signal.runId,
+          kind: signal.kind!,
+          callId: signal.callId!,
+          outcome: signal.outcome ?? "success"
+        }, t)
+        : State.reportProgress(state, {
+          sessionKey: signal.sessionKey,
+          runId: signal.runId,
+          kind: signal.kind,
+          callId: signal.callId,
+          reason: signal.reason ?? "progress"
+        }, t)
+      return Effect.as(publishAll(drafts), result)
+    })
+
+  const progress = (reason: string): Effect.Effect<void, never, CurrentRun> =>
+    Effect.flatMap(CurrentRun, (current) =>
+      Effect.suspend(() => {
+        const session = state.sessions.get(current.sessionKey)
+        if (session === undefined) return Effect.void
+        const t = now()
+        State.touch(session, t, reason)
+        for (const marker of session.markers.values()) {
+          if (marker.runId === current.runId) marker.lastProgressAt = t
+        }
+        return Effect.asVoid(bus.publish({
+          _tag: "session.activity.progress",
+          sessionKey: current.sessionKey,
+          reason,
+          terminal: State.isTerminalReason(reason)
+        }))
+      }))
+
+  return ActivityTracker.of({
+    run,
+    owner,
+    tool: (info, effect) => structured("tool_call", info.name, info.callId, effect),
+    model: (info, effect) => structured("model_call", `${info.provider}/${info.model}`, info.callId, effect),
+    progress,
+    report,
+    nextSeq: bus.nextSeq,
+    evictForRecovery: (sessionKey, evictOptions) =>
+      Effect.suspend(() => {
+        const drafts = State.evictForRecovery(state, sessionKey, evictOptions.cutoff, now(), evictOptions.runIds)
+        const eviction = drafts.find((d) => d._tag === "session.activity.evicted")
+        return Effect.as(publishAll(drafts), {
+          evictedTools: eviction?._tag === "session.activity.evicted" ? eviction.evictedTools : 0,
+          evictedModelCalls: eviction?._tag === "session.activity.evicted" ? eviction.evictedModelCalls : 0
+        })
+      }),
+    sweep: Effect.flatMap(bus.watermark, (cutoff) =>
+      Effect.suspend(() => {
+        const drafts = State.sweep(state, now(), cutoff, forgetAfterMs)
+        return Effect.as(publishAll(drafts), drafts.length)
+      })),
+    snapshot: (sessionKey) =>
+      Effect.sync(() => {
+        const session = state.sessions.get(sessionKey)
+        return session === undefined ? State.emptySnapshot(sessionKey) : State.snapshotOf(session, now())
+      }),
+    snapshotAll: Effect.sync(() => {
+      const t = now()
+      return Array.from(state.sessions.values(), (session) => State.snapshotOf(session, t))
+    }),
+    stats: Effect.sync(() => {
+      let markers = 0
+      for (const session of state.sessions.values()) markers += session.markers.size
+      return {
+        sessions: state.sessions.size,
+        owners: state.runs.size,
+        markers,
+        ...state.counters
+      }
+    })
+  })
+})
+
+/**
+ * The tracker as a layer (needs the `DiagnosticBus`).
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer = (options?: Options): Layer.Layer<ActivityTracker, never, DiagnosticBus> =>
+  Layer.effect(ActivityTracker, make(options))
+
+/**
+ * Runs `effect` as an owner of `sessionKey`'s activity.
+ *
+ * @category accessors
+ * @since 0.1.0
+ */
+export const run = <A, E, R>(
+  sessionKey: SessionKey,
+  effect: Effect.Effect<A, E, R>,
+  options?: { readonly runId?: string | undefined }
+): Effect.Effect<A, E, Exclude<R, CurrentRun> | ActivityTracker> =>
+  Effect.flatMap(ActivityTracker, (tracker) => tracker.run(sessionKey, effect, options))
+
+/**
+ * A structured tool call marker around `effect`, in the current run.
+ *
+ * @category accessors
+ * @since 0.1.0
+ */
+export const tool = <A, E, R>(
+  info: { readonly name: string; readonly callId?: string | undefined },
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R | CurrentRun | ActivityTracker> =>
+  Effect.flatMap(ActivityTracker, (tracker) => tracker.tool(info, effect))
+
+/**
+ * A structured model call marker around `effect`, in the current run.
+ *
+ * @category accessors
+ * @since 0.1.0
+ */
+export const model = <A, E, R>(
+  info: { readonly provider: string; readonly model: string; readonly callId?: string | undefined },
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R | CurrentRun | ActivityTracker> =>
+  Effect.flatMap(ActivityTracker, (tracker) => tracker.model(info, effect))
+
+/**
+ * Records progress of the current run.
+ *
+ * @category accessors
+ * @since 0.1.0
+ */
+export const progress = (reason: string): Effect.Effect<void, never, CurrentRun | ActivityTracker> =>
+  Effect.flatMap(ActivityTracker, (tracker) => tracker.progress(reason))
