@@ -24,6 +24,7 @@
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -194,6 +195,11 @@ export class ActivityTracker extends Context.Service<ActivityTracker, {
     sessionKey: SessionKey,
     options: { readonly cutoff: number; readonly runIds?: ReadonlyArray<string> | undefined }
   ) => Effect.Effect<{ readonly evictedTools: number; readonly evictedModelCalls: number }>
+  /**
+   * Completes at the next marker close or eviction on `sessionKey` (for a lane
+   * that waits for leftover reported work to end before its next turn).
+   */
+  readonly awaitMarkersChange: (sessionKey: SessionKey) => Effect.Effect<void>
   /** Defence in depth: evicts markers of owners that are gone (`owner_exited`). */
   readonly sweep: Effect.Effect<number>
   readonly snapshot: (sessionKey: SessionKey) => Effect.Effect<ActivitySnapshot>
@@ -236,12 +242,43 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   let markerCounter = 0
   const now = () => clock.currentTimeMillisUnsafe()
 
-  const publishAll = (drafts: ReadonlyArray<DiagnosticEvent.Draft>): Effect.Effect<void> =>
-    drafts.length === 0
+  // Lanes waiting for a session's markers to change; empty unless a lane is gated.
+  const waiters = new Map<SessionKey, Array<Deferred.Deferred<void>>>()
+  const notify = (drafts: ReadonlyArray<DiagnosticEvent.Draft>): void => {
+    if (waiters.size === 0) return
+    for (const draft of drafts) {
+      if (draft._tag !== "session.activity.marker_closed" && draft._tag !== "session.activity.evicted") continue
+      const waiting = waiters.get(draft.sessionKey)
+      if (waiting === undefined) continue
+      waiters.delete(draft.sessionKey)
+      for (const deferred of waiting) Deferred.doneUnsafe(deferred, Exit.void)
+    }
+  }
+  const awaitMarkersChange = (sessionKey: SessionKey): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const deferred = Deferred.makeUnsafe<void>()
+      const waiting = waiters.get(sessionKey)
+      if (waiting === undefined) waiters.set(sessionKey, [deferred])
+      else waiting.push(deferred)
+      return Deferred.await(deferred).pipe(Effect.onInterrupt(() =>
+        Effect.sync(() => {
+          const list = waiters.get(sessionKey)
+          if (list === undefined) return
+          const rest = list.filter((d) => d !== deferred)
+          if (rest.length === 0) waiters.delete(sessionKey)
+          else waiters.set(sessionKey, rest)
+        })
+      ))
+    })
+
+  const publishAll = (drafts: ReadonlyArray<DiagnosticEvent.Draft>): Effect.Effect<void> => {
+    notify(drafts)
+    return drafts.length === 0
       ? Effect.void
       : drafts.length === 1
       ? Effect.asVoid(bus.publish(drafts[0]!))
       : Effect.forEach(drafts, bus.publish, { discard: true })
+  }
 
   const register = (sessionKey: SessionKey, runId: string | undefined) =>
     Effect.gen(function*() {
@@ -313,7 +350,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         (marker, exit) =>
           Effect.suspend(() => {
             const closed = State.closeMarker(state, marker, outcomeOf(exit), now())
-            return closed === undefined ? Effect.void : Effect.asVoid(bus.publish(closed))
+            return closed === undefined ? Effect.void : publishAll([closed])
           })
       ))
 
@@ -387,6 +424,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     progress,
     report,
     nextSeq: bus.nextSeq,
+    awaitMarkersChange,
     evictForRecovery: (sessionKey, evictOptions) =>
       Effect.suspend(() => {
         const drafts = State.evictForRecovery(state, sessionKey, evictOptions.cutoff, now(), evictOptions.runIds)
