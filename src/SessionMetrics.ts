@@ -29,6 +29,7 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Schema from "effect/Schema"
 import * as DiagnosticEvent from "./DiagnosticEvent.ts"
+import * as Labels from "./internal/metricLabels.ts"
 
 /**
  * The label value that stands for anything outside a label's domain.
@@ -36,7 +37,7 @@ import * as DiagnosticEvent from "./DiagnosticEvent.ts"
  * @category constants
  * @since 0.1.0
  */
-export const other = "other"
+export const other = Labels.other
 
 /**
  * Options of the metrics.
@@ -99,7 +100,7 @@ export class InvalidMetricsOptions extends Schema.TaggedError<InvalidMetricsOpti
  * @category models
  * @since 0.1.0
  */
-export type LabelDomain = ReadonlyArray<string> | "open"
+export type LabelDomain = Labels.LabelDomain
 
 /**
  * A metric with labels. Calling it with label values returns the series for
@@ -108,15 +109,7 @@ export type LabelDomain = ReadonlyArray<string> | "open"
  * @category models
  * @since 0.1.0
  */
-export interface Labelled<L extends string, Input, State> {
-  (labels: { readonly [K in L]: string }): Metric.Metric<Input, State>
-  /** The metric's full name. */
-  readonly id: string
-  /** The label names and their domains. */
-  readonly labels: { readonly [K in L]: LabelDomain }
-  /** How many series exist now. */
-  readonly size: () => number
-}
+export type Labelled<L extends string, Input, State> = Labels.Labelled<L, Input, State>
 
 type Counter = Metric.Metric<number, Metric.CounterState<number>>
 type Gauge = Metric.Metric<number, Metric.GaugeState<number>>
@@ -218,7 +211,25 @@ export class SessionMetrics extends Context.Service<SessionMetrics, Metrics>()(
 ) {}
 
 const prometheusName = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/
-const identifierLike = /^[A-Za-z0-9_.:-]{1,64}$/
+
+// The metrics whose updates may be folded by a cap (the overflow counter's
+// label domain), plus the gauges' tracking caps.
+const overflowNouns = [
+  "attention_total",
+  "recovery_total",
+  "activity_evicted_total",
+  "activity_fenced_total",
+  "signals_ignored_total",
+  "tool_calls_total",
+  "model_calls_total",
+  "turn_admissions_total",
+  "lock_acquire_total",
+  "lock_reclaimed_total",
+  "liveness_warning_total",
+  "turn_seconds",
+  "sessions",
+  "active_calls"
+]
 
 const validate = (options: Options) => {
   const prefix = options.prefix ?? defaults.prefix
@@ -277,105 +288,6 @@ const build = (
   { maxLabelValues, maxSeries, prefix }: { prefix: string; maxSeries: number; maxLabelValues: number }
 ): Metrics => {
   const name = (noun: string) => (prefix === "" ? noun : `${prefix}_${noun}`)
-  const families: Array<{ readonly size: () => number }> = []
-  // Set once the overflow counter exists. The overflow counter itself has a
-  // closed domain (metric names) and no series cap, so it never overflows.
-  let overflowCounter: (metric: string) => Metric.Metric<number, Metric.CounterState<number>> = undefined as any
-
-  // A series that also counts one overflow for `noun` on every update.
-  const counting = <Input, State>(inner: Metric.Metric<Input, State>, noun: string): Metric.Metric<Input, State> => {
-    const count = (context: Context.Context<never>) => overflowCounter(noun).updateUnsafe(1, context)
-    const overrides: Partial<Metric.Metric<Input, State>> = {
-      updateUnsafe: (input, context) => {
-        count(context)
-        inner.updateUnsafe(input, context)
-      },
-      modifyUnsafe: (input, context) => {
-        count(context)
-        inner.modifyUnsafe(input, context)
-      }
-    }
-    return new Proxy(inner, {
-      get: (target, key) => {
-        if (key in overrides) return overrides[key as keyof typeof overrides]
-        const value = Reflect.get(target, key, target)
-        return typeof value === "function" ? value.bind(target) : value
-      }
-    })
-  }
-
-  const labelled = <L extends string, Input, State>(
-    noun: string,
-    labels: { readonly [K in L]: LabelDomain },
-    create: (name: string, attributes: Metric.Metric.AttributeSet) => Metric.Metric<Input, State>,
-    capped = true
-  ): Labelled<L, Input, State> => {
-    const fullName = name(noun)
-    const keys = Object.keys(labels) as Array<L>
-    const closed = new Map<string, ReadonlySet<string>>()
-    const learned = new Map<string, Set<string>>()
-    for (const key of keys) {
-      const domain: LabelDomain = labels[key]
-      if (domain === "open") learned.set(key, new Set())
-      else closed.set(key, new Set(domain))
-    }
-    const series = new Map<string, Metric.Metric<Input, State>>()
-    const countedSeries = new Map<string, Metric.Metric<Input, State>>()
-    const allOther: Record<string, string> = {}
-    for (const key of keys) allOther[key] = other
-    const allOtherKey = JSON.stringify(keys.map((k) => allOther[k]))
-
-    const seriesFor = (key: string, attributes: Metric.Metric.AttributeSet) => {
-      let found = series.get(key)
-      if (found === undefined) {
-        found = create(fullName, attributes)
-        series.set(key, found)
-      }
-      return found
-    }
-    const overflowing = (key: string, attributes: Metric.Metric.AttributeSet) => {
-      let found = countedSeries.get(key)
-      if (found === undefined) {
-        found = counting(seriesFor(key, attributes), noun)
-        countedSeries.set(key, found)
-      }
-      return found
-    }
-
-    const get = (values: { readonly [K in L]: string }): Metric.Metric<Input, State> => {
-      const attributes: Record<string, string> = {}
-      let folded = false
-      for (const key of keys) {
-        const value = values[key]
-        const allowed = closed.get(key)
-        if (allowed !== undefined) {
-          attributes[key] = allowed.has(value) ? value : other
-          continue
-        }
-        const seen = learned.get(key)!
-        if (seen.has(value)) {
-          attributes[key] = value
-        } else if (value === other || !identifierLike.test(value)) {
-          attributes[key] = other
-        } else if (seen.size < maxLabelValues) {
-          seen.add(value)
-          attributes[key] = value
-        } else {
-          attributes[key] = other
-          folded = true
-        }
-      }
-      const key = JSON.stringify(keys.map((k) => attributes[k]))
-      if (!series.has(key) && capped && series.size >= maxSeries && key !== allOtherKey) {
-        // The all-`other` series is always allowed, beyond the cap.
-        return overflowing(allOtherKey, allOther)
-      }
-      return folded ? overflowing(key, attributes) : seriesFor(key, attributes)
-    }
-    families.push({ size: () => series.size })
-    return Object.assign(get, { id: fullName, labels, size: () => series.size })
-  }
-
   const counter = (description: string) => (id: string, attributes: Metric.Metric.AttributeSet) =>
     Metric.counter(id, { description, incremental: true, attributes })
   const gauge = (description: string) => (id: string, attributes: Metric.Metric.AttributeSet) =>
@@ -385,29 +297,18 @@ const build = (
     (id: string, attributes: Metric.Metric.AttributeSet) =>
       Metric.histogram(id, { description, boundaries: bounds, attributes })
 
-  const metricNames = [
-    "attention_total",
-    "recovery_total",
-    "activity_evicted_total",
-    "activity_fenced_total",
-    "signals_ignored_total",
-    "tool_calls_total",
-    "model_calls_total",
-    "turn_admissions_total",
-    "lock_acquire_total",
-    "lock_reclaimed_total",
-    "liveness_warning_total",
-    "turn_seconds",
-    "sessions",
-    "active_calls"
-  ]
-  const seriesOverflow = labelled(
-    "metric_series_overflow_total",
-    { metric: metricNames },
-    counter("Updates folded into `other` because a label or series cap was reached, by metric."),
-    false
-  )
-  overflowCounter = (metric) => seriesOverflow({ metric })
+  const labeller = Labels.makeLabeller({
+    maxSeries,
+    maxLabelValues,
+    overflowId: name("metric_series_overflow_total"),
+    overflowDescription: "Updates folded into `other` because a label or series cap was reached, by metric.",
+    nouns: overflowNouns
+  })
+  const labelled = <L extends string, Input, State>(
+    noun: string,
+    labels: { readonly [K in L]: LabelDomain },
+    create: Labels.Create<Input, State>
+  ) => labeller.labelled(name(noun), noun, labels, create)
 
   const metrics: Metrics = {
     prefix,
@@ -487,7 +388,7 @@ const build = (
       description: "Diagnostic events lost by subscribers that fell behind.",
       incremental: true
     }),
-    seriesOverflow,
+    seriesOverflow: labeller.overflow,
     lockWaitSeconds: Metric.histogram(name("lock_wait_seconds"), {
       description: "Time from the start of an acquire to the lock being held.",
       boundaries: boundaries.lockWait
@@ -525,7 +426,7 @@ const build = (
     eventLoopUtilization: Metric.gauge(name("event_loop_utilization"), {
       description: "Event-loop utilisation (0–1) over the last sampling interval."
     }),
-    seriesCount: () => families.reduce((n, family) => n + family.size(), 0)
+    seriesCount: labeller.seriesCount
   }
   return metrics
 }
