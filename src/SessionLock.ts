@@ -621,6 +621,8 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
       let staleReported = false
       let last: Observation | undefined
 
+      // One attempt, uninterruptible: a lock taken is always paired with its
+      // release finalizer, its refresh fiber and its `lock.acquired` event.
       const attempt = Effect.uninterruptible(Effect.gen(function*() {
         const now = clock.currentTimeMillisUnsafe()
         const result = yield* backend.tryAcquire({ sessionKey: key, ownerId, now, maxHoldMs: opts.maxHoldMs })
@@ -628,6 +630,18 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
         const held: Lease = { sessionKey: key, ownerId, token: result.token, acquiredAt: now }
         local.held = { lease: held, fiberId }
         yield* Scope.addFinalizer(leaseScope, releaseLease(local, held))
+        if (refreshMs !== undefined) {
+          yield* Effect.forkIn(refreshLoop(held, refreshMs), leaseScope, { startImmediately: true })
+        }
+        yield* bus.publish({
+          _tag: "lock.acquired",
+          sessionKey: key,
+          backend: backend.name,
+          token: held.token,
+          waitedMs: now - start,
+          attempts,
+          reclaimed
+        })
         return { _tag: "Leased" as const, lease: held }
       }))
 
@@ -638,20 +652,7 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
           const error = outcome.failure
           if (!error.retryable || clock.currentTimeMillisUnsafe() >= deadline) return yield* error
         } else if (outcome.success._tag === "Leased") {
-          const held = outcome.success.lease
-          if (refreshMs !== undefined) {
-            yield* Effect.forkIn(refreshLoop(held, refreshMs), leaseScope, { startImmediately: true })
-          }
-          yield* bus.publish({
-            _tag: "lock.acquired",
-            sessionKey: key,
-            backend: backend.name,
-            token: held.token,
-            waitedMs: held.acquiredAt - start,
-            attempts,
-            reclaimed
-          })
-          return held
+          return outcome.success.lease
         } else {
           const observation = outcome.success.observation
           last = observation

@@ -1,0 +1,4 @@
+import { contract } from "./SessionLock.contract.ts"
+import { fileHarness } from "./utils/lockFixtures.ts"
+
+contract(fileHarness())
