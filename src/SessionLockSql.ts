@@ -33,6 +33,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Migrator from "effect/sql/Migrator"
@@ -254,25 +255,36 @@ export const makeBackend = Effect.fnUntraced(function*(options?: Options) {
   // Local validity of each lease this process holds: the start of its last successful write + the lease time.
   const validUntil = new Map<string, number>()
 
+  // Statements run in detached fibers, so that a timed-out statement is abandoned at once: cancelling it can
+  // itself hang when the server stops answering, and must hold up neither the caller nor a shutdown.
+  const timedOut = (operation: string) =>
+    new SessionLock.LockIoError({
+      reason: "unavailable",
+      path: `postgres table ${config.table}`,
+      retryable: true,
+      detail: `${operation}: no answer from PostgreSQL within ${config.operationTimeoutMs} ms`
+    })
+
   // Outside any transaction of the caller (a lock row must be visible at once), bounded in time.
   const run = <A>(operation: string, statement: Effect.Effect<A, SqlError>): Effect.Effect<A, SessionLock.LockIoError> =>
-    statement.pipe(
-      Effect.updateContext((context: Context.Context<never>) => Context.omit(client.transactionService)(context)),
-      Effect.mapError((error) => toLockIoError(config.table, operation, error)),
-      Effect.interruptible,
-      Effect.timeoutOrElse({
-        duration: Duration.millis(config.operationTimeoutMs),
-        orElse: () =>
-          Effect.fail(
-            new SessionLock.LockIoError({
-              reason: "unavailable",
-              path: `postgres table ${config.table}`,
-              retryable: true,
-              detail: `${operation}: no answer from PostgreSQL within ${config.operationTimeoutMs} ms`
-            })
-          )
-      })
-    )
+    Effect.gen(function*() {
+      const fiber = yield* statement.pipe(
+        Effect.updateContext((context: Context.Context<never>) => Context.omit(client.transactionService)(context)),
+        Effect.mapError((error) => toLockIoError(config.table, operation, error)),
+        Effect.forkDetach({ startImmediately: true })
+      )
+      const abandon = Effect.forkDetach(Fiber.interrupt(fiber))
+      const exit = yield* Fiber.await(fiber).pipe(
+        Effect.interruptible,
+        Effect.timeoutOption(Duration.millis(config.operationTimeoutMs)),
+        Effect.onInterrupt(() => abandon)
+      )
+      if (Option.isNone(exit)) {
+        yield* abandon
+        return yield* timedOut(operation)
+      }
+      return yield* exit.value
+    })
 
   const lost = (reason: string): SessionLock.LeaseCheck => ({ _tag: "Lost", reason })
 
