@@ -41,6 +41,7 @@ import * as SqlClient from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { DiagnosticBus } from "./DiagnosticBus.ts"
 import * as lease from "./internal/lease.ts"
+import { makeProcessProbe, probeProcess } from "./internal/processProbe.ts"
 import type { SessionKey } from "./SessionKey.ts"
 import * as SessionLock from "./SessionLock.ts"
 
@@ -127,6 +128,7 @@ export const migrations = (options?: Options): Migrator.Loader => {
   owner_id     text,
   holder_pid   integer,
   holder_host  text,
+  holder_start bigint,
   token        bigint NOT NULL,
   acquired_at  timestamptz NOT NULL,
   refreshed_at timestamptz NOT NULL,
@@ -208,26 +210,39 @@ interface Row {
   readonly owner_id: string | null
   readonly holder_pid: number | null
   readonly holder_host: string | null
+  readonly holder_start: bigint | number | string | null
   readonly age_ms: number | string | null
   readonly expired: boolean
   readonly max_hold_ms: bigint | number | string | null
 }
 
-const observe = (row: Row): SessionLock.Observation => {
+/**
+ * What is known about an expired lease's holder from here: on this host its
+ * pid can be probed (dead, reused, alive); elsewhere nothing. The probe only
+ * names the holder and the reclaim reason; it never decides a reclaim, which
+ * the lease's expiry alone does (another host may share this host name but
+ * not its process table).
+ */
+type HolderVerdict = "dead" | "pid_reused" | "alive" | "unknown"
+
+const observe = (row: Row, verdict: HolderVerdict | undefined): SessionLock.Observation => {
   const ageMs = row.age_ms === null ? undefined : Math.max(0, Math.round(Number(row.age_ms)))
+  // A lease that is still refreshed proves its holder alive.
+  const status: HolderVerdict = row.expired ? verdict ?? "unknown" : "alive"
   return {
     holder: {
       ...(row.holder_pid !== null ? { pid: row.holder_pid } : {}),
       ...(row.holder_host !== null ? { host: row.holder_host } : {}),
       ...(row.owner_id !== null ? { ownerId: row.owner_id } : {}),
-      // A lease that is still refreshed proves its holder alive; an expired one says nothing either way.
-      status: row.expired ? "unknown" : "alive",
+      status,
       ...(ageMs !== undefined ? { ageMs } : {})
     },
     ...(row.max_hold_ms !== null ? { maxHoldMs: Number(row.max_hold_ms) } : {}),
-    ...(row.expired ? { reclaimable: "lease_expired" as const } : {}),
+    ...(row.expired
+      ? { reclaimable: status === "dead" ? "holder_dead" : status === "pid_reused" ? "pid_reused" : "lease_expired" }
+      : {}),
     fingerprint: String(row.token)
-  }
+  } as SessionLock.Observation
 }
 
 /**
@@ -245,11 +260,26 @@ export const makeBackend = Effect.fnUntraced(function*(options?: Options) {
   const clock = yield* Clock.Clock
   const pid = process.pid
   const host = hostname()
+  const self = yield* Effect.promise(() => probeProcess(pid))
+  const startTime = self._tag === "Alive" && self.startTime !== undefined ? self.startTime : null
+  const probe = makeProcessProbe({ ttlMs: 1_000, now: () => clock.currentTimeMillisUnsafe() })
+  const verdictOf = (row: Row): Effect.Effect<HolderVerdict | undefined> =>
+    !row.expired || row.holder_host !== host || row.holder_pid === null
+      ? Effect.succeed(undefined)
+      : Effect.map(Effect.promise(() => probe(row.holder_pid!)), (state): HolderVerdict => {
+        if (state._tag === "Dead") return "dead"
+        if (state._tag === "Unknown") return "unknown"
+        const written = row.holder_start === null ? undefined : Number(row.holder_start)
+        return written !== undefined && state.startTime !== undefined && written !== state.startTime
+          ? "pid_reused"
+          : "alive"
+      })
+  const observeRow = (row: Row) => Effect.map(verdictOf(row), (verdict) => observe(row, verdict))
   const table = sql(config.table)
   const nextToken = sql.literal(`nextval('${config.sequence}')`)
   const leaseInterval = sql.literal(`interval '${config.leaseMs} milliseconds'`)
   const holderColumns = sql.literal(
-    "owner_id, holder_pid, holder_host, token, " +
+    "owner_id, holder_pid, holder_host, holder_start, token, " +
       "(extract(epoch FROM (now() - acquired_at)) * 1000)::float8 AS age_ms, expires_at <= now() AS expired, max_hold_ms"
   )
   // Local validity of each lease this process holds: the start of its last successful write + the lease time.
@@ -329,17 +359,19 @@ export const makeBackend = Effect.fnUntraced(function*(options?: Options) {
           "acquire",
           sql<Row>`WITH attempt AS (
   INSERT INTO ${table} AS l
-    (session_key, owner_id, holder_pid, holder_host, token, acquired_at, refreshed_at, expires_at, lease_ms, max_hold_ms)
-  VALUES (${request.sessionKey}, ${request.ownerId}, ${pid}, ${host}, ${nextToken}, now(), now(),
+    (session_key, owner_id, holder_pid, holder_host, holder_start, token, acquired_at, refreshed_at, expires_at,
+     lease_ms, max_hold_ms)
+  VALUES (${request.sessionKey}, ${request.ownerId}, ${pid}, ${host}, ${startTime}, ${nextToken}, now(), now(),
     now() + ${leaseInterval}, ${config.leaseMs}, ${Math.round(request.maxHoldMs)})
   ON CONFLICT (session_key) DO UPDATE SET
     owner_id = EXCLUDED.owner_id, holder_pid = EXCLUDED.holder_pid, holder_host = EXCLUDED.holder_host,
-    token = ${nextToken}, acquired_at = now(), refreshed_at = now(), expires_at = EXCLUDED.expires_at,
+    holder_start = EXCLUDED.holder_start, token = ${nextToken}, acquired_at = now(), refreshed_at = now(), expires_at = EXCLUDED.expires_at,
     lease_ms = EXCLUDED.lease_ms, max_hold_ms = EXCLUDED.max_hold_ms
   WHERE l.owner_id IS NULL
   RETURNING l.token
 )
-SELECT true AS acquired, NULL::text AS owner_id, NULL::integer AS holder_pid, NULL::text AS holder_host, token,
+SELECT true AS acquired, NULL::text AS owner_id, NULL::integer AS holder_pid, NULL::text AS holder_host,
+  NULL::bigint AS holder_start, token,
   0::float8 AS age_ms, false AS expired, NULL::bigint AS max_hold_ms FROM attempt
 UNION ALL
 SELECT false, ${holderColumns} FROM ${table}
@@ -357,7 +389,7 @@ WHERE session_key = ${request.sessionKey} AND NOT EXISTS (SELECT 1 FROM attempt)
             observation: { holder: { status: "unknown" }, fingerprint: "changing" }
           } as const
         }
-        return { _tag: "Held", observation: observe(row) } as const
+        return { _tag: "Held", observation: yield* observeRow(row) } as const
       }),
 
     reclaim: (key, observation) =>
@@ -365,7 +397,7 @@ WHERE session_key = ${request.sessionKey} AND NOT EXISTS (SELECT 1 FROM attempt)
         run(
           "reclaim",
           sql<{ readonly token: unknown }>`UPDATE ${table}
-SET owner_id = NULL, holder_pid = NULL, holder_host = NULL, expires_at = '-infinity'
+SET owner_id = NULL, holder_pid = NULL, holder_host = NULL, holder_start = NULL, expires_at = '-infinity'
 WHERE session_key = ${key} AND token::text = ${observation.fingerprint}
   AND owner_id IS NOT NULL AND expires_at <= now()
 RETURNING token`
@@ -400,7 +432,7 @@ RETURNING token`
         yield* run(
           "release",
           sql`UPDATE ${table}
-SET owner_id = NULL, holder_pid = NULL, holder_host = NULL, expires_at = '-infinity'
+SET owner_id = NULL, holder_pid = NULL, holder_host = NULL, holder_start = NULL, expires_at = '-infinity'
 WHERE session_key = ${held.sessionKey} AND token = ${held.token} AND owner_id = ${held.ownerId}`
         )
       }),
@@ -420,9 +452,9 @@ WHERE session_key = ${held.sessionKey} AND token = ${held.token} AND owner_id = 
       }),
 
     inspect: (key) =>
-      Effect.map(
+      Effect.flatMap(
         run("inspect", selectRow(key)),
-        (row) => row === undefined || row.owner_id === null ? Option.none() : Option.some(observe(row))
+        (row) => row === undefined || row.owner_id === null ? Effect.succeed(Option.none()) : Effect.map(observeRow(row), Option.some)
       )
   }
   return backend

@@ -10,14 +10,16 @@ import { spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
 import { createServer, type Server, type Socket } from "node:net"
-import { tmpdir } from "node:os"
+import { hostname, tmpdir } from "node:os"
 import { join } from "node:path"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import * as SessionKey from "../src/SessionKey.ts"
 import * as SessionLock from "../src/SessionLock.ts"
 import * as SessionLockSql from "../src/SessionLockSql.ts"
+import { contract, LockFixtures } from "./SessionLock.contract.ts"
 import { requirePgUrl } from "./setup/postgres.ts"
 import { collectEvents } from "./utils/events.ts"
+import { deadPid } from "./utils/lockFixtures.ts"
 
 const url = requirePgUrl()
 const pgPort = Number(new URL(url).port || 5432)
@@ -222,6 +224,72 @@ const startInteractive = (name: string, args: ReadonlyArray<string>) =>
   )
 
 // ---------------------------------------------------------------------------
+// the shared conformance suite
+// ---------------------------------------------------------------------------
+
+/**
+ * A fresh table per test. Other processes are other services over the same table; a crashed holder is a row
+ * naming a dead pid on this host whose lease ran out (a crash is only noticed once the lease expires); a live
+ * holder elsewhere is a row with a long lease that nobody refreshes.
+ */
+const pgHarness = {
+  name: "postgres",
+  clock: "live" as const,
+  layer: Layer.unwrap(Effect.gen(function*() {
+    const table = `lock_contract_${randomUUID().replace(/-/g, "").slice(0, 12)}`
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql.unsafe(`DROP TABLE IF EXISTS ${table}`)
+        yield* sql.unsafe(`DROP TABLE IF EXISTS ${table}_migrations`)
+        yield* sql.unsafe(`DROP SEQUENCE IF EXISTS ${table}_tokens`)
+      }).pipe(Effect.provide(sqlLayer()), Effect.ignore)
+    )
+    const plant = (key: SessionKey.SessionKey, row: { pid: number; owner: string; ageMs: number; expiresInMs: number }) =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const [planted] = yield* sql.unsafe<{ token: string }>(
+          `INSERT INTO ${table} (session_key, owner_id, holder_pid, holder_host, token, acquired_at, refreshed_at,
+             expires_at, lease_ms, max_hold_ms)
+           VALUES ($1, $2, $3, $4, nextval('${table}_tokens'), now() - $5 * interval '1 millisecond', now(),
+             now() + $6 * interval '1 millisecond', 30000, $7)
+           ON CONFLICT (session_key) DO NOTHING
+           RETURNING token::text`,
+          [key, row.owner, row.pid, hostname(), row.ageMs, row.expiresInMs, 3 * Math.max(row.ageMs, 100_000)]
+        )
+        return Number(planted!.token)
+      })
+    const fixtures = Layer.effect(
+      LockFixtures,
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        return {
+          another: Effect.flatMap(
+            SessionLockSql.makeBackend({ table }).pipe(Effect.provideService(SqlClient.SqlClient, sql)),
+            SessionLock.make
+          ),
+          plantDead: (key: SessionKey.SessionKey) =>
+            plant(key, { pid: deadPid, owner: "crashed-1", ageMs: 60_000, expiresInMs: -1_000 }).pipe(
+              Effect.provideService(SqlClient.SqlClient, sql)
+            ),
+          plantLive: (key: SessionKey.SessionKey, ageMs: number) =>
+            plant(key, { pid: process.pid, owner: "elsewhere-1", ageMs, expiresInMs: 3_600_000 }).pipe(
+              Effect.asVoid,
+              Effect.provideService(SqlClient.SqlClient, sql)
+            )
+        }
+      })
+    )
+    return Layer.mergeAll(SessionLockSql.layer({ table }), fixtures).pipe(
+      Layer.provideMerge(DiagnosticBus.layer()),
+      Layer.provide(sqlLayer())
+    )
+  }))
+}
+
+contract(pgHarness)
+
+// ---------------------------------------------------------------------------
 
 describe("SessionLockSql", () => {
   describe("migrate", () => {
@@ -243,6 +311,7 @@ describe("SessionLockSql", () => {
             "owner_id",
             "holder_pid",
             "holder_host",
+            "holder_start",
             "token",
             "acquired_at",
             "refreshed_at",
