@@ -25,6 +25,7 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as DiagnosticBus from "./DiagnosticBus.ts"
+import * as NodeEventLoopMonitor from "./NodeEventLoopMonitor.ts"
 import type * as DiagnosticEvent from "./DiagnosticEvent.ts"
 import * as SessionMetrics from "./SessionMetrics.ts"
 
@@ -382,3 +383,34 @@ export const layer = (
   SessionMetrics.InvalidMetricsOptions,
   DiagnosticBus.DiagnosticBus
 > => layerSubscriber(options).pipe(Layer.provideMerge(SessionMetrics.layer(options)))
+
+/**
+ * Decorates the `EventLoopMonitor` so that every sample (one per watchdog
+ * tick) also sets the event-loop gauges (`event_loop_delay_p99_seconds`,
+ * `event_loop_delay_max_seconds`, `event_loop_utilization`); without it they
+ * move only on `diagnostic.liveness.warning`. The sampler itself is not
+ * called more often: its intervals stay the watchdog's.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerEventLoopGauges: Layer.Layer<
+  NodeEventLoopMonitor.EventLoopMonitor,
+  never,
+  NodeEventLoopMonitor.EventLoopMonitor | SessionMetrics.SessionMetrics
+> = Layer.effect(
+  NodeEventLoopMonitor.EventLoopMonitor,
+  Effect.gen(function*() {
+    const monitor = yield* NodeEventLoopMonitor.EventLoopMonitor
+    const metrics = yield* SessionMetrics.SessionMetrics
+    const context = yield* Effect.context<never>()
+    return NodeEventLoopMonitor.EventLoopMonitor.of({
+      sample: Effect.tap(monitor.sample, (sample) =>
+        Effect.sync(() => {
+          metrics.eventLoopDelayP99Seconds.updateUnsafe(sample.p99Ms / 1000, context)
+          metrics.eventLoopDelayMaxSeconds.updateUnsafe(sample.maxMs / 1000, context)
+          metrics.eventLoopUtilization.updateUnsafe(sample.utilization, context)
+        }))
+    })
+  })
+)

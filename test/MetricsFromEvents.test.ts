@@ -3,6 +3,7 @@ import { Effect, Layer, Metric } from "effect"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import type { Draft } from "../src/DiagnosticEvent.ts"
 import * as MetricsFromEvents from "../src/MetricsFromEvents.ts"
+import * as NodeEventLoopMonitor from "../src/NodeEventLoopMonitor.ts"
 import * as PrometheusEndpoint from "../src/PrometheusEndpoint.ts"
 import * as SessionKey from "../src/SessionKey.ts"
 import * as SessionMetrics from "../src/SessionMetrics.ts"
@@ -233,6 +234,27 @@ describe("MetricsFromEvents", () => {
         )
         assert.strictEqual((yield* (yield* MetricsFromEvents.MetricsFromEvents).tracked).markers, 1)
       }).pipe(Effect.provide(stack())))
+  })
+
+  describe("layerEventLoopGauges", () => {
+    it.effect("sets the event-loop gauges from every sample the watchdog takes", () =>
+      Effect.gen(function*() {
+        const monitor = yield* NodeEventLoopMonitor.EventLoopMonitor
+        yield* NodeEventLoopMonitor.TestEventLoopMonitor.set({ p99Ms: 2_500, maxMs: 12_600, utilization: 0.97, intervalMs: 30_000 })
+        const sample = yield* monitor.sample
+        assert.strictEqual(sample.maxMs, 12_600, "the sample passes through unchanged")
+        const exposition = yield* scrape
+        assert.strictEqual(Prometheus.value(exposition, "session_runtime_event_loop_delay_p99_seconds"), 2.5)
+        assert.strictEqual(Prometheus.value(exposition, "session_runtime_event_loop_delay_max_seconds"), 12.6)
+        assert.strictEqual(Prometheus.value(exposition, "session_runtime_event_loop_utilization"), 0.97)
+      }).pipe(
+        Effect.provide(
+          MetricsFromEvents.layerEventLoopGauges.pipe(
+            Layer.provideMerge(NodeEventLoopMonitor.layerTest),
+            Layer.provideMerge(stack())
+          )
+        )
+      ))
   })
 
   describe("cardinality", () => {
