@@ -4,14 +4,17 @@
  * every process and host that reaches the database.
  *
  * - **Schema** ({@link migrations}): a `session_locks` table (key, owner,
- *   holder pid/host, fencing token, acquired/refreshed/expires times, lease and
- *   max hold) and a sequence that hands out the fencing tokens. The layer runs
+ *   holder pid/host/start time, fencing token, acquired/refreshed/expires
+ *   times, lease and max hold) and a sequence that hands out the fencing
+ *   tokens. The layer runs
  *   the migration unless told not to; {@link migrate} runs it on its own.
  * - **Acquire** is one statement: insert the row, or take it over if it is
  *   free (released), with a token from the sequence drawn under the row lock.
- *   A lease that was not refreshed before its expiry is *reclaimed*
- *   (`lease_expired`) by a conditional update that matches the observed token
- *   and the expiry, so a lease taken in between is never touched.
+ *   A lease that was not refreshed before its expiry is *reclaimed* by a
+ *   conditional update that matches the observed token and the expiry, so a
+ *   lease taken in between is never touched. Only expiry makes a lease
+ *   reclaimable; when its holder ran on this host, a process probe only names
+ *   the reason (`holder_dead`, `pid_reused`, else `lease_expired`).
  * - **Expiry** uses the database's clock (`now()`), so hosts with skewed
  *   clocks agree. The holder refreshes its lease every third of the lease time;
  *   a refresh only extends a lease that has not yet expired.
