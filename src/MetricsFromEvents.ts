@@ -43,7 +43,8 @@ export interface Options extends SessionMetrics.Options {
    */
   readonly maxTrackedSessions?: number | undefined
   /**
-   * The most open markers (and in-flight recoveries) remembered.
+   * The most open markers (and in-flight recoveries, and sessions waiting for
+   * their lock) remembered.
    * @default 100000
    */
   readonly maxTrackedMarkers?: number | undefined
@@ -59,6 +60,8 @@ export interface Tracked {
   readonly sessions: number
   readonly markers: number
   readonly recoveries: number
+  /** Sessions with a lock wait announced and not yet ended. */
+  readonly lockWaits: number
   /** The `seq` of the last event applied (0 before the first). */
   readonly lastSeq: number
 }
@@ -106,8 +109,6 @@ const attentionPairs: ReadonlyArray<readonly [string, ReadonlyArray<string>]> = 
   ["stale_session_state", ["stale_session_state", "queued_work_without_active_run"]]
 ]
 
-const lockOutcome = (event: DiagnosticEvent.LockAcquired): string =>
-  event.reclaimed ? "reclaimed" : event.attempts > 1 ? "waited" : "acquired"
 
 /**
  * Builds the sink over metric handles and the context holding their
@@ -127,6 +128,17 @@ export const makeRecorder = (
   const markers = new Map<string, OpenMarker>()
   const markersBySession = new Map<string, Set<string>>()
   const recoveries = new Map<string, string>()
+  // Waits announced by `lock.contended` and not yet ended, per session: an
+  // acquire that ends one waited, even at its first attempt (it may have
+  // queued behind a holder in this process).
+  const waiting = new Map<string, number>()
+  const endWait = (key: string): boolean => {
+    const n = waiting.get(key)
+    if (n === undefined) return false
+    if (n <= 1) waiting.delete(key)
+    else waiting.set(key, n - 1)
+    return true
+  }
   const byState: Record<DiagnosticEvent.LaneState, number> = { idle: 0, processing: 0 }
   const active: Record<DiagnosticEvent.MarkerKind, number> = { tool_call: 0, model_call: 0 }
   let queued = 0
@@ -247,6 +259,7 @@ export const makeRecorder = (
         if (!sessions.has(event.sessionKey)) setSession(event.sessionKey, "idle", 0)
         return
       case "session.lane.closed": {
+        waiting.delete(event.sessionKey)
         const current = sessions.get(event.sessionKey)
         if (current !== undefined) {
           sessions.delete(event.sessionKey)
@@ -276,16 +289,22 @@ export const makeRecorder = (
         recoveries.delete(event.recoveryId)
         return inc(metrics.recovery({ phase: "completed", trigger, action: event.action, status: event.status }))
       }
-      case "lock.acquired":
+      case "lock.acquired": {
         metrics.lockWaitSeconds.updateUnsafe(event.waitedMs / 1000, context)
-        return inc(metrics.lockAcquire({ outcome: lockOutcome(event) }))
+        const waited = endWait(event.sessionKey) || event.attempts > 1
+        return inc(metrics.lockAcquire({ outcome: event.reclaimed ? "reclaimed" : waited ? "waited" : "acquired" }))
+      }
       case "lock.contended":
+        if (waiting.has(event.sessionKey) || waiting.size < maxMarkers) {
+          waiting.set(event.sessionKey, (waiting.get(event.sessionKey) ?? 0) + 1)
+        }
         return inc(metrics.lockContended)
       case "lock.reclaimed":
         return inc(metrics.lockReclaimed({ reason: event.reason }))
       case "lock.released":
         return metrics.lockHoldSeconds.updateUnsafe(event.heldMs / 1000, context)
       case "lock.timeout":
+        endWait(event.sessionKey)
         return inc(metrics.lockAcquire({ outcome: "timeout" }))
       case "lock.stale":
         return inc(metrics.lockStale)
@@ -307,7 +326,13 @@ export const makeRecorder = (
 
   return {
     record,
-    tracked: () => ({ sessions: sessions.size, markers: markers.size, recoveries: recoveries.size, lastSeq })
+    tracked: () => ({
+      sessions: sessions.size,
+      markers: markers.size,
+      recoveries: recoveries.size,
+      lockWaits: waiting.size,
+      lastSeq
+    })
   }
 }
 

@@ -133,7 +133,7 @@ export const domains = {
   recoveryStatus: [...DiagnosticEvent.RecoveryStatus.literals, "pending"],
   evictionReason: DiagnosticEvent.EvictionReason.literals,
   markerKind: DiagnosticEvent.MarkerKind.literals,
-  /** `acquired`: at the first attempt; `waited`: after contention; `reclaimed`: from a stale holder; `timeout`. */
+  /** `acquired`: at once; `waited`: after contention (or more than one attempt); `reclaimed`: from a stale holder; `timeout`. */
   lockOutcome: ["acquired", "waited", "reclaimed", "timeout"],
   reclaimReason: DiagnosticEvent.ReclaimReason.literals,
   livenessReason: ["event_loop_delay_p99", "event_loop_delay_max", "event_loop_utilization"],

@@ -103,6 +103,9 @@ describe("MetricsFromEvents", () => {
           acquired(1, false),
           acquired(1, false),
           acquired(4, false),
+          // queued behind a holder in this process: one attempt, but it waited
+          { _tag: "lock.contended", sessionKey: key(1), backend: "memory", holder: { status: "alive" } },
+          acquired(1, false),
           acquired(2, true),
           { _tag: "lock.reclaimed", sessionKey: key(1), backend: "memory", reason: "holder_dead", previousHolder: holder },
           { _tag: "lock.timeout", sessionKey: key(1), backend: "memory", waitedMs: 60_000, attempts: 90, holder },
@@ -112,16 +115,17 @@ describe("MetricsFromEvents", () => {
         const outcome = (o: string) => Prometheus.value(exposition, "session_runtime_lock_acquire_total", { outcome: o })
         assert.deepStrictEqual([outcome("acquired"), outcome("waited"), outcome("reclaimed"), outcome("timeout")], [
           2,
-          1,
+          2,
           1,
           1
         ])
+        assert.strictEqual((yield* (yield* MetricsFromEvents.MetricsFromEvents).tracked).lockWaits, 0)
         assert.strictEqual(
           Prometheus.value(exposition, "session_runtime_lock_reclaimed_total", { reason: "holder_dead" }),
           1
         )
         assert.strictEqual(Prometheus.value(exposition, "session_runtime_lock_lost_total"), 1)
-        assert.strictEqual(Prometheus.value(exposition, "session_runtime_lock_wait_seconds_count"), 4)
+        assert.strictEqual(Prometheus.value(exposition, "session_runtime_lock_wait_seconds_count"), 5)
         assert.closeTo(Prometheus.value(exposition, "session_runtime_lock_wait_seconds_sum")!, 0.2, 1e-9)
       }).pipe(Effect.provide(stack())))
 
