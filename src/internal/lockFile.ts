@@ -666,20 +666,28 @@ const takeGuard = async (
 // Removes a stale guard race-free: rename it to a private name (only one
 // renamer can succeed), then check that what was moved is the guard judged
 // stale; if a fresh guard was moved instead, put it back.
-const moveAsideIfSame = async (path: string, fingerprint: string): Promise<void> => {
+const moveAsideIfSame = async (path: string, fingerprint: string): Promise<boolean> => {
   const aside = `${path}.${randomUUID()}.stale`
   try {
     await rename(path, aside)
   } catch (error) {
-    if (errorCode(error) === "ENOENT") return
+    if (errorCode(error) === "ENOENT") return false
     throw error
   }
   const moved = await readEntry(aside)
-  if (moved._tag === "Regular" && fingerprintOf(moved) !== fingerprint) {
-    await link(aside, path).catch(() => undefined)
-  }
+  const same = moved._tag === "Regular" && fingerprintOf(moved) === fingerprint
+  if (!same) await link(aside, path).catch(() => undefined)
   await unlink(aside).catch(() => undefined)
+  return same
 }
+
+/**
+ * Removes a reclaim guard judged stale, if it is still the guard judged
+ * (same fingerprint). Returns whether it removed it.
+ *
+ * @internal
+ */
+export const removeStaleGuard = (path: string, fingerprint: string): Promise<boolean> => moveAsideIfSame(path, fingerprint)
 
 /**
  * The race-free reclaim: take the guard, re-read the lock and re-judge it

@@ -1,0 +1,225 @@
+import { NodeServices } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, FileSystem, Schema } from "effect"
+import type { Scope } from "effect"
+import { Command } from "effect/cli"
+import { TestConsole } from "effect/testing"
+import { spawn } from "node:child_process"
+import { readdir, writeFile } from "node:fs/promises"
+import { hostname } from "node:os"
+import { fileURLToPath } from "node:url"
+import * as Doctor from "../src/Doctor.ts"
+import { makeDoctorFixture, remainingNames, removableNames, snapshotDir } from "./utils/lockDoctorFixture.ts"
+import { deadPid, selfStartTime } from "./utils/lockFixtures.ts"
+
+const root = process.getuid?.() === 0
+const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
+
+const run = (args: ReadonlyArray<string>) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (c) => (stdout += String(c)))
+    child.stderr.on("data", (c) => (stderr += String(c)))
+    child.on("exit", (code) => resolve({ code, stdout, stderr }))
+  })
+
+const dirs = Effect.gen(function*() {
+  const fs = yield* FileSystem.FileSystem
+  const dir = yield* fs.makeTempDirectoryScoped({ prefix: "doctor-" })
+  const outside = yield* fs.makeTempDirectoryScoped({ prefix: "doctor-outside-" })
+  return { dir, outside }
+})
+
+const live = (name: string, body: () => Effect.Effect<void, unknown, NodeServices.NodeServices | Scope.Scope>, timeout = 30_000) =>
+  it.live(name, () => body().pipe(Effect.scoped, Effect.provide(NodeServices.layer)) as Effect.Effect<void, unknown>, timeout)
+
+const names = (dir: string) => Effect.promise(async () => (await readdir(dir)).sort())
+
+const decodeFindings = Schema.decodeUnknownSync(Doctor.LockFindingsJson)
+
+describe("Doctor", () => {
+  describe("lockCheck", () => {
+    live("lists every lock and guard with holder, liveness, age, verdict and reasons; touches nothing", () =>
+      Effect.gen(function*() {
+        const { dir, outside } = yield* dirs
+        yield* Effect.promise(() => makeDoctorFixture(dir, outside))
+        const before = yield* Effect.promise(() => snapshotDir(dir))
+        const outsideBefore = yield* Effect.promise(() => snapshotDir(outside))
+        const result = yield* Doctor.lockCheck({ directory: dir }).run
+        const byName = new Map(result.items.map((item) => [item.path.slice(dir.length + 1), item]))
+        assert.deepStrictEqual(
+          [...byName.keys()].sort(),
+          [...removableNames(root), ...remainingNames(root)].filter((n) => n.endsWith(".lock") || n.endsWith(".reclaim")).sort()
+        )
+        assert.isFalse(result.healthy)
+        const dead = byName.get("dead.lock")!
+        assert.strictEqual(dead.pid, deadPid)
+        assert.strictEqual(dead.host, hostname())
+        assert.isFalse(dead.alive)
+        assert.isTrue(dead.stale && dead.removable && !dead.removed)
+        assert.include(dead.reasons, "holder_dead")
+        const reused = byName.get("reused.lock")!
+        assert.strictEqual(reused.status, "pid_reused")
+        assert.include(reused.reasons, "pid_reused")
+        const alive = byName.get("live.lock")!
+        assert.isTrue(alive.alive)
+        assert.isFalse(alive.stale)
+        assert.isFalse(alive.removable)
+        const oldLive = byName.get("live-old.lock")!
+        assert.isTrue(oldLive.stale)
+        assert.isFalse(oldLive.removable)
+        assert.include(oldLive.reasons, "older_than_stale_time")
+        for (const name of ["link.lock", "dir.lock"]) {
+          const item = byName.get(name)!
+          assert.strictEqual(item.status, "not_a_regular_file")
+          assert.isTrue(item.stale)
+          assert.isFalse(item.removable)
+        }
+        const young = byName.get("young-empty.lock")!
+        assert.isFalse(young.stale)
+        for (const name of ["empty.lock", "invalid-json.lock", "binary.lock", "huge.lock"]) {
+          assert.include(byName.get(name)!.reasons, "unreadable", name)
+        }
+        assert.isTrue(byName.get("stale.reclaim")!.removable)
+        assert.strictEqual(byName.get("stale.reclaim")!.kind, "guard")
+        // Listing alone changes nothing, inside or outside.
+        assert.strictEqual(yield* Effect.promise(() => snapshotDir(dir)), before)
+        assert.strictEqual(yield* Effect.promise(() => snapshotDir(outside)), outsideBefore)
+      }))
+
+    live("--fix removes exactly the reclaimable locks and guards, through the reclaim path", () =>
+      Effect.gen(function*() {
+        const { dir, outside } = yield* dirs
+        yield* Effect.promise(() => makeDoctorFixture(dir, outside))
+        const outsideBefore = yield* Effect.promise(() => snapshotDir(outside))
+        const result = yield* Doctor.lockCheck({ directory: dir, fix: true }).run
+        assert.deepStrictEqual(yield* names(dir), remainingNames(root))
+        const removed = result.items.filter((item) => item.removed).map((item) => item.path.slice(dir.length + 1)).sort()
+        assert.deepStrictEqual(removed, removableNames(root))
+        assert.isFalse(result.healthy) // a link, a directory and a live old holder need a person
+        assert.strictEqual(yield* Effect.promise(() => snapshotDir(outside)), outsideBefore)
+        // A second pass finds nothing more to remove.
+        const again = yield* Doctor.lockCheck({ directory: dir, fix: true }).run
+        assert.strictEqual(again.items.filter((item) => item.removed).length, 0)
+        assert.deepStrictEqual(yield* names(dir), remainingNames(root))
+      }))
+  })
+
+  describe("renderLocks", () => {
+    it("prints one line per file and a summary with the --fix hint", () => {
+      const text = Doctor.renderLocks("/locks", {
+        name: "locks",
+        healthy: false,
+        items: [
+          {
+            path: "/locks/a.lock", kind: "lock", pid: 7, host: "h", ownerId: "o", token: 3, status: "dead",
+            alive: false, ageMs: 65_000, stale: true, reasons: ["holder_dead"], removable: true, removed: false
+          },
+          {
+            path: "/locks/b.lock", kind: "lock", pid: 8, host: "h", ownerId: "p", token: 1, status: "alive",
+            alive: true, ageMs: 1_000, stale: false, reasons: [], removable: false, removed: false
+          }
+        ]
+      }, { fix: false })
+      assert.strictEqual(
+        text,
+        [
+          "Locks in /locks: 2 files",
+          "  a.lock  pid 7 on h  dead  age 1m 05s  STALE (removable) - holder_dead",
+          "  b.lock  pid 8 on h  alive  age 1.0 s  ok",
+          "Summary: 2 examined, 1 stale.",
+          "Run again with --fix to remove the 1 removable lock (only what the lock protocol itself would reclaim)."
+        ].join("\n")
+      )
+      assert.strictEqual(Doctor.exitCodeOf({ name: "locks", healthy: true, items: [] }), 0)
+    })
+  })
+
+  describe("command (in process)", () => {
+    const cli = Command.runWith(Doctor.cli, { version: "0.1.0" })
+    const withConsole = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.provide(self, TestConsole.layer)
+
+    live("reports, fixes, prints JSON and fails with exit code 1 while stale locks remain", () =>
+      Effect.gen(function*() {
+        const { dir, outside } = yield* dirs
+        yield* Effect.promise(() => makeDoctorFixture(dir, outside))
+        const listed = yield* withConsole(Effect.gen(function*() {
+          const exit = yield* Effect.exit(cli(["doctor", "locks", "--dir", dir]))
+          return { exit, lines: yield* TestConsole.logLines }
+        }))
+        assert.isTrue(Exit.isFailure(listed.exit))
+        if (Exit.isFailure(listed.exit)) {
+          const error = listed.exit.cause.reasons[0]
+          assert.strictEqual(error?._tag, "Fail")
+          if (error?._tag === "Fail") assert.strictEqual((error.error as Doctor.DoctorFailed).exitCode, 1)
+        }
+        const text = listed.lines.join("\n")
+        assert.include(text, "dead.lock")
+        assert.include(text, "STALE (removable)")
+        assert.include(text, "--fix")
+        const fixed = yield* withConsole(Effect.gen(function*() {
+          yield* Effect.exit(cli(["doctor", "locks", "--dir", dir, "--fix", "--json"]))
+          return yield* TestConsole.logLines
+        }))
+        const findings = decodeFindings(fixed[0])
+        assert.deepStrictEqual(
+          findings.filter((f) => f.removed).map((f) => f.path.slice(dir.length + 1)).sort(),
+          removableNames(root)
+        )
+        assert.deepStrictEqual(yield* names(dir), remainingNames(root))
+      }))
+
+    live("succeeds on a healthy directory and after a fix that leaves nothing stale", () =>
+      Effect.gen(function*() {
+        const { dir } = yield* dirs
+        const start = yield* Effect.promise(selfStartTime)
+        const payload = (pid: number) =>
+          JSON.stringify({ v: 1, pid, startTime: start, host: hostname(), ownerId: "x", token: 1, createdAt: Date.now(), maxHoldMs: 60_000, leaseMs: 30_000 })
+        yield* Effect.promise(() => writeFile(`${dir}/live.lock`, payload(process.pid), { mode: 0o600 }))
+        yield* Effect.promise(() => writeFile(`${dir}/readme.txt`, "x"))
+        yield* withConsole(cli(["doctor", "locks", "--dir", dir]))
+        yield* Effect.promise(() => writeFile(`${dir}/dead.lock`, payload(deadPid), { mode: 0o600 }))
+        yield* withConsole(cli(["doctor", "locks", "--dir", dir, "--fix"]))
+        assert.deepStrictEqual(yield* names(dir), ["live.lock", "readme.txt"])
+      }))
+
+    live("bad usage fails with a CLI error", () =>
+      Effect.gen(function*() {
+        const missing = yield* withConsole(Effect.flip(cli(["doctor", "locks"])))
+        assert.strictEqual(missing._tag, "ShowHelp")
+        const unknown = yield* withConsole(Effect.flip(cli(["doctor", "locks", "--dir", ".", "--frobnicate"])))
+        assert.strictEqual(unknown._tag, "ShowHelp")
+      }))
+  })
+
+  describe("bin (a real process)", () => {
+    live("exit codes: 1 with stale locks, JSON that parses, 1 after a partial fix, 0 when healthy, 2 on bad usage", () =>
+      Effect.gen(function*() {
+        const { dir, outside } = yield* dirs
+        yield* Effect.promise(() => makeDoctorFixture(dir, outside))
+        const listed = yield* Effect.promise(() => run(["doctor", "locks", "--dir", dir, "--json"]))
+        assert.strictEqual(listed.code, 1, listed.stderr)
+        const findings = decodeFindings(listed.stdout.trim())
+        for (const f of findings) {
+          for (const field of ["path", "pid", "host", "alive", "ageMs", "stale", "reasons", "removable", "removed"]) {
+            assert.property(f, field)
+          }
+        }
+        assert.include(listed.stderr, "stale lock")
+        const fixed = yield* Effect.promise(() => run(["doctor", "locks", "--dir", dir, "--fix"]))
+        assert.strictEqual(fixed.code, 1)
+        assert.include(fixed.stdout, "REMOVED")
+        assert.deepStrictEqual(yield* names(dir), remainingNames(root))
+        const { dir: healthy } = yield* dirs
+        const ok = yield* Effect.promise(() => run(["doctor", "locks", "--dir", healthy]))
+        assert.strictEqual(ok.code, 0, ok.stderr)
+        assert.include(ok.stdout, "Healthy.")
+        assert.strictEqual((yield* Effect.promise(() => run(["doctor", "locks"]))).code, 2)
+        assert.strictEqual((yield* Effect.promise(() => run(["doctor", "locks", "--dir", dir, "--bogus"]))).code, 2)
+        assert.strictEqual((yield* Effect.promise(() => run(["doctor", "locks", "--dir", `${dir}/missing`]))).code, 2)
+      }), 60_000)
+  })
+})
+
