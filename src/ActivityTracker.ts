@@ -291,6 +291,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         startedAt: now(),
         startSeq: yield* bus.watermark,
         completedCalls: new Set(),
+        evictedCalls: new Map(),
         isDone: () => fiber.pollUnsafe() !== undefined
       }
       if (state.runs.has(owner.runId)) {

@@ -26,6 +26,11 @@ export interface Owner {
   startSeq: number
   /** Reported call ids this owner already completed (a duplicated start after its end is ignored). */
   readonly completedCalls: Set<string>
+  /**
+   * Reported calls of this (still registered) owner that a recovery evicted,
+   * with the recovery's cutoff: a re-delivered start must not re-arm them.
+   */
+  readonly evictedCalls: Map<string, number>
   /** True once the owner's fiber is known to have exited (set by the sweep). */
   readonly isDone: () => boolean
 }
@@ -188,7 +193,9 @@ export const evictWhere = (
     removeMarker(session, marker)
     if (marker.kind === "tool_call") tools++
     else models++
-    if (!session.owners.has(marker.runId)) recordEnded(state, marker.runId, session.sessionKey, cutoff)
+    const owner = session.owners.get(marker.runId)
+    if (owner === undefined) recordEnded(state, marker.runId, session.sessionKey, cutoff)
+    else if (marker.source === "reported") owner.evictedCalls.set(marker.lookup, cutoff)
   }
   if (tools + models === 0) return undefined
   state.counters.evicted += tools + models
@@ -352,8 +359,20 @@ export const reportStart = (
     return ignored(state, "malformed", `run belongs to another session`)
   }
   const lookup = lookupKey(signal.runId, signal.kind, signal.callId)
+  const evictedAt = owner?.evictedCalls.get(lookup)
+  if (evictedAt !== undefined && signal.seq <= evictedAt) {
+    state.counters.fenced++
+    return [{ _tag: "Fenced", cutoff: evictedAt }, [{
+      _tag: "session.activity.fenced",
+      sessionKey: signal.sessionKey,
+      runId: signal.runId,
+      kind: signal.kind,
+      signalSeq: signal.seq,
+      cutoffSeq: evictedAt
+    }]]
+  }
   const session = state.sessions.get(signal.sessionKey)
-  if (session?.byLookup.has(lookup) || owner?.completedCalls.has(lookup)) {
+  if (session?.byLookup.has(lookup) || owner?.completedCalls.has(lookup) || evictedAt !== undefined) {
     return ignored(state, "duplicate_start", `${signal.kind} start #${signal.seq} for a call already seen`)
   }
   const marker: Marker = {
