@@ -1,8 +1,9 @@
 /**
  * The whole runtime as one layer, with sensible defaults: the diagnostic bus,
  * activity tracking, session lanes that take the session write lock around
- * each turn, recovery, the watchdog with the Node event-loop sampler, the
- * stability log and metrics fed from the events.
+ * each turn, recovery, the watchdog with the Node event-loop sampler (whose
+ * every sample also sets the event-loop gauges), the stability log and
+ * metrics fed from the events.
  *
  * ```ts
  * const Runtime = SessionRuntime.layer({ lock: { directory: "/var/lib/agent/locks" } })
@@ -144,8 +145,12 @@ const lockLayer = <LE>(
  */
 export const layer = <LE = never>(config: Config<LE> = {}): Layer.Layer<Services, StartError<LE>> => {
   const bus = DiagnosticBus.layer(config.bus)
-  const monitor = config.eventLoopMonitor === false ? NodeEventLoopMonitor.layerTest : NodeEventLoopMonitor.layer()
   const metrics = MetricsFromEvents.layer(config.metrics)
+  // Every watchdog sample also sets the event-loop gauges, so they follow the
+  // process instead of keeping the reading of the last liveness warning.
+  const monitor = config.eventLoopMonitor === false
+    ? NodeEventLoopMonitor.layerTest
+    : MetricsFromEvents.layerEventLoopGauges.pipe(Layer.provide(NodeEventLoopMonitor.layer()))
   const core = SessionLanes.layer(config.lanes).pipe(
     Layer.provideMerge(lockLayer(config.lock ?? {})),
     Layer.provideMerge(ActivityTracker.layer(config.tracker))
@@ -157,7 +162,8 @@ export const layer = <LE = never>(config: Config<LE> = {}): Layer.Layer<Services
       Layer.provideMerge(core),
       Layer.provideMerge(monitor)
     )
-  return Layer.mergeAll(supervision, StabilityLog.layer(config.stabilityLog), metrics).pipe(
+  return Layer.mergeAll(supervision, StabilityLog.layer(config.stabilityLog)).pipe(
+    Layer.provideMerge(metrics),
     Layer.provideMerge(bus)
   )
 }
