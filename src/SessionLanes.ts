@@ -183,8 +183,8 @@ interface Running {
   readonly fiber: Fiber.Fiber<unknown, unknown>
   readonly runId: string
   readonly startedAt: number
-  /** Completed when recovery gives up waiting for the fiber: the lane moves on. */
-  readonly released: Deferred.Deferred<void>
+  /** The turn's exit; completed early (interrupted) when recovery gives up waiting for the fiber. */
+  readonly done: Deferred.Deferred<unknown, unknown>
   interruptReason: TurnInterrupted["reason"] | undefined
 }
 
@@ -341,19 +341,20 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       const fiber = yield* (permits === undefined ? body : permits.withPermits(1)(body)).pipe(
         Effect.forkIn(lane.scope, { startImmediately: true })
       )
+      // One deferred settles the turn: the fiber's exit, or a recovery that
+      // gave up waiting for it (then the lane moves on without it).
+      const done = Deferred.makeUnsafe<unknown, unknown>()
       const running: Running = {
         pending,
         fiber,
         runId,
         startedAt: now(),
-        released: Deferred.makeUnsafe<void>(),
+        done,
         interruptReason: undefined
       }
       lane.current = running
-      const exit = yield* Effect.raceFirst(
-        Fiber.await(fiber),
-        Effect.as(Deferred.await(running.released), Exit.interrupt())
-      )
+      fiber.addObserver((exit) => Deferred.doneUnsafe(done, exit))
+      const exit = yield* Effect.exit(Deferred.await(done))
       lane.current = undefined
       lane.generation++
       if (Exit.isFailure(exit) && !Cause.hasFails(exit.cause) && !Cause.hasDies(exit.cause)) {
@@ -532,7 +533,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           if (Option.isSome(settled)) return Effect.succeed({ _tag: "Aborted", runId: running.runId } as const)
           // The turn ignores interruption: the lane moves on without it. Its lock
           // stays held until the fiber really exits, so no second writer starts.
-          Deferred.doneUnsafe(running.released, Exit.void)
+          Deferred.doneUnsafe(running.done, Exit.interrupt())
           return Effect.succeed({ _tag: "Forced", runId: running.runId } as const)
         }),
         Effect.tap(() => publishState(lane, reason))

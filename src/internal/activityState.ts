@@ -77,8 +77,10 @@ export interface Counters {
 export interface State {
   readonly sessions: Map<SessionKey, SessionActivity>
   readonly runs: Map<string, Owner>
-  /** Cutoffs of ended runs, oldest first; bounded by `maxEndedRuns`. */
+  /** Cutoffs of ended runs; bounded by `maxEndedRuns`. */
   readonly endedRuns: Map<string, EndedRun>
+  /** The order ended runs are forgotten in (a ring of `maxEndedRuns` ids). */
+  readonly endedOrder: { readonly ids: Array<string | undefined>; next: number }
   readonly maxEndedRuns: number
   readonly counters: Counters
 }
@@ -102,7 +104,8 @@ export const makeState = (options?: { readonly maxEndedRuns?: number | undefined
   sessions: new Map(),
   runs: new Map(),
   endedRuns: new Map(),
-  maxEndedRuns: options?.maxEndedRuns ?? 100_000,
+  endedOrder: { ids: [], next: 0 },
+  maxEndedRuns: Math.max(1, Math.floor(options?.maxEndedRuns ?? 100_000)),
   counters: { opened: 0, closed: 0, evicted: 0, fenced: 0, ignored: 0 }
 })
 
@@ -131,15 +134,21 @@ export const touch = (session: SessionActivity, now: number, reason: string): vo
   session.lastChangeAt = now
 }
 
+// Ended runs are forgotten oldest first through a fixed ring of run ids: O(1)
+// per run, where evicting the first key of an insertion-ordered Map degrades
+// as deleted entries pile up at its front.
 const recordEnded = (state: State, runId: string, sessionKey: SessionKey, cutoff: number): void => {
   const previous = state.endedRuns.get(runId)
-  state.endedRuns.delete(runId) // re-insert: most recent last
-  state.endedRuns.set(runId, { sessionKey, cutoff: Math.max(cutoff, previous?.cutoff ?? 0) })
-  while (state.endedRuns.size > state.maxEndedRuns) {
-    const oldest = state.endedRuns.keys().next().value
-    if (oldest === undefined) break
-    state.endedRuns.delete(oldest)
+  if (previous !== undefined) {
+    state.endedRuns.set(runId, { sessionKey, cutoff: Math.max(cutoff, previous.cutoff) })
+    return
   }
+  const slot = state.endedOrder.next
+  const evicted = state.endedOrder.ids[slot]
+  if (evicted !== undefined) state.endedRuns.delete(evicted)
+  state.endedOrder.ids[slot] = runId
+  state.endedOrder.next = (slot + 1) % state.maxEndedRuns
+  state.endedRuns.set(runId, { sessionKey, cutoff })
 }
 
 const removeMarker = (session: SessionActivity, marker: Marker): void => {
