@@ -3,11 +3,12 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Fiber, Layer, Metric } from "effect"
 import { createServer } from "node:http"
 import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
+import { TestClock } from "effect/testing"
 import * as ActivityTracker from "../src/ActivityTracker.ts"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
-import * as LaneGuard from "../src/LaneGuard.ts"
 import * as SessionLanes from "../src/SessionLanes.ts"
 import * as SessionLock from "../src/SessionLock.ts"
+import * as SessionRuntime from "../src/SessionRuntime.ts"
 import * as MetricsFromEvents from "../src/MetricsFromEvents.ts"
 import * as PrometheusEndpoint from "../src/PrometheusEndpoint.ts"
 import { collectEvents } from "./utils/events.ts"
@@ -106,75 +107,87 @@ describe("PrometheusEndpoint", () => {
   })
 
   describe("with the runtime's modules", () => {
-    it.live("counts what the real tracker, lanes and lock publish: an orphan evicted, a contended lock", () =>
+    it.effect("counts what the real runtime publishes: a stuck session recovered, an orphan evicted, a contended lock", () =>
       Effect.gen(function*() {
         const events = yield* collectEvents
+        const lanes = yield* SessionLanes.SessionLanes
         const tracker = yield* ActivityTracker.ActivityTracker
         const lock = yield* SessionLock.SessionLock
-        const { lockKey, orphanKey } = Scenario.secrets
-
-        // a turn whose external runtime reports a tool start and dies before reporting its end
-        yield* SessionLanes.run(
-          orphanKey,
+        const { lockKey, orphanKey, stuckKey } = Scenario.secrets
+        const report = (sessionKey: typeof stuckKey, runId: string) =>
           Effect.gen(function*() {
-            const run = yield* ActivityTracker.CurrentRun
             yield* tracker.report({
               type: "started",
               kind: "tool_call",
-              sessionKey: orphanKey,
-              runId: run.runId,
+              sessionKey,
+              runId,
               callId: Scenario.secrets.toolCallId,
               name: "native_shell",
               seq: yield* tracker.nextSeq
             })
           })
-        )
-        // a healthy turn with a structured tool call
+
+        // an orphan: a turn whose external runtime reports a tool start, then the turn ends without its end
         yield* SessionLanes.run(
           orphanKey,
-          tracker.tool({ name: "web_search", callId: "call_ok_1" }, Effect.void)
+          Effect.flatMap(ActivityTracker.CurrentRun, (run) => report(orphanKey, run.runId))
         )
+        // a healthy turn with a structured tool call
+        yield* SessionLanes.run(orphanKey, tracker.tool({ name: "web_search", callId: "call_ok_1" }, Effect.void))
+
+        // a stuck session: a crashed external run left a marker, and a turn queues behind it
+        yield* report(stuckKey, Scenario.secrets.runId)
+        const queued = yield* lanes.submit(stuckKey, Effect.succeed("answered after recovery"))
+        const answer = yield* Effect.forkChild(queued.result)
 
         // two writers on one session: the second waits for the first
-        const holding = yield* Effect.scoped(
-          Effect.andThen(lock.acquire(lockKey), Effect.sleep("150 millis"))
-        ).pipe(Effect.forkChild({ startImmediately: true }))
-        yield* Effect.sleep("20 millis")
-        yield* Effect.scoped(lock.acquire(lockKey, { timeout: "5 seconds" }))
+        const holding = yield* Effect.scoped(Effect.andThen(lock.acquire(lockKey), Effect.sleep("1 second"))).pipe(
+          Effect.forkChild({ startImmediately: true })
+        )
+        const waiting = yield* Effect.scoped(lock.acquire(lockKey)).pipe(Effect.forkChild({ startImmediately: true }))
+
+        // the watchdog (heartbeat 500 ms, warn 1 s) finds the session stuck and recovery releases it
+        for (let i = 0; i < 6; i++) {
+          yield* TestClock.adjust("500 millis")
+          for (let j = 0; j < 50; j++) yield* Effect.yieldNow
+        }
+        assert.strictEqual(yield* Fiber.join(answer), "answered after recovery")
         yield* Fiber.join(holding)
+        yield* Fiber.join(waiting)
 
         yield* events.settle
-        const lastSeq = events.all().at(-1)!.seq
-        assert.isTrue(yield* (yield* MetricsFromEvents.MetricsFromEvents).awaitSeq(lastSeq))
+        assert.isTrue(yield* (yield* MetricsFromEvents.MetricsFromEvents).awaitSeq(events.all().at(-1)!.seq))
         const response = yield* get(`${yield* urlOf}/metrics`)
         const exposition = Prometheus.parse(response.body)
         const expect = (name: string, labels: Record<string, string>, value: number) =>
           assert.strictEqual(Prometheus.value(exposition, name, labels), value, `${name} ${JSON.stringify(labels)}`)
+        const stuck = { classification: "stale_session_state", reason: "queued_work_without_active_run" }
+        expect("session_runtime_attention_total", stuck, events.ofType("session.stuck").length)
+        assert.isAtLeast(Prometheus.value(exposition, "session_runtime_attention_total", stuck)!, 1)
+        expect("session_runtime_stuck_age_seconds_count", {}, events.ofType("session.stuck").length)
+        expect("session_runtime_recovery_total", { phase: "requested", trigger: "stuck", action: "pending", status: "pending" }, 1)
+        expect("session_runtime_recovery_total", { phase: "completed", trigger: "stuck", action: "release_lane", status: "released" }, 1)
+        expect("session_runtime_activity_evicted_total", { reason: "recovery" }, 1)
         expect("session_runtime_activity_evicted_total", { reason: "orphaned_no_owner" }, 1)
-        expect("session_runtime_tool_calls_total", { tool: "native_shell", outcome: "evicted" }, 1)
+        expect("session_runtime_tool_calls_total", { tool: "native_shell", outcome: "evicted" }, 2)
         expect("session_runtime_tool_calls_total", { tool: "web_search", outcome: "success" }, 1)
         expect("session_runtime_active_calls", { kind: "tool_call" }, 0)
-        expect("session_runtime_turn_seconds_count", { outcome: "success" }, 2)
-        expect("session_runtime_turn_admissions_total", { admission: "started" }, 2)
-        expect("session_runtime_sessions", { state: "idle" }, 1)
+        expect("session_runtime_turn_seconds_count", { outcome: "success" }, 3)
         expect("session_runtime_sessions", { state: "processing" }, 0)
+        expect("session_runtime_queue_depth", {}, 0)
         expect("session_runtime_lock_contended_total", {}, 1)
-        expect("session_runtime_lock_acquire_total", { outcome: "acquired" }, 1)
         expect("session_runtime_lock_acquire_total", { outcome: "waited" }, 1)
-        expect("session_runtime_lock_wait_seconds_count", {}, 2)
-        expect("session_runtime_lock_hold_seconds_count", {}, 2)
-        assert.isAbove(Prometheus.value(exposition, "session_runtime_lock_wait_seconds_sum")!, 0.05)
+        expect("session_runtime_lock_acquire_total", { outcome: "timeout" }, 0)
+        assert.strictEqual(
+          Prometheus.value(exposition, "session_runtime_lock_hold_seconds_count"),
+          events.ofType("lock.released").length
+        )
         for (const secret of Scenario.forbidden) assert.notInclude(response.body, secret)
         assert.notInclude(response.body, "call_ok_1")
       }).pipe(
         Effect.provide(
           PrometheusEndpoint.layerServer({ port: 0 }).pipe(
-            Layer.provideMerge(MetricsFromEvents.layer()),
-            Layer.provideMerge(SessionLanes.layer()),
-            Layer.provideMerge(LaneGuard.layerNone),
-            Layer.provideMerge(ActivityTracker.layer()),
-            Layer.provideMerge(SessionLock.layerMemory()),
-            Layer.provideMerge(DiagnosticBus.layer()),
+            Layer.provideMerge(SessionRuntime.layerTest()),
             Layer.provide(registry())
           )
         )
