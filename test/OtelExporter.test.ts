@@ -1,13 +1,18 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Logger, Metric, Schedule } from "effect"
+import { Effect, Fiber, Layer, Logger, Metric, Schedule } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpExporter } from "effect/observability"
+import { TestClock } from "effect/testing"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
+import * as ActivityTracker from "../src/ActivityTracker.ts"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import * as MetricsFromEvents from "../src/MetricsFromEvents.ts"
 import * as OtelExporter from "../src/OtelExporter.ts"
 import * as SessionKey from "../src/SessionKey.ts"
+import * as SessionLanes from "../src/SessionLanes.ts"
+import * as SessionLock from "../src/SessionLock.ts"
+import * as SessionRuntime from "../src/SessionRuntime.ts"
 import * as SpanAttributes from "../src/SpanAttributes.ts"
 import * as Scenario from "./utils/observabilityScenario.ts"
 
@@ -244,6 +249,86 @@ describe("OtelExporter", () => {
         assert.include(notHttp.message, "http or https")
         const interval = yield* build({ endpoint: "http://127.0.0.1:4318", exportInterval: "0 millis" })
         assert.strictEqual(interval.option, "exportInterval")
+      }))
+  })
+
+  describe("with the runtime's modules", () => {
+    it.effect("exports the spans and metrics of real turns, a recovery and a lock wait without one session key", () =>
+      Effect.gen(function*() {
+        const receiver = yield* startReceiver
+        yield* Effect.gen(function*() {
+          const lanes = yield* SessionLanes.SessionLanes
+          const tracker = yield* ActivityTracker.ActivityTracker
+          const lock = yield* SessionLock.SessionLock
+          const { lockKey, stuckKey } = Scenario.secrets
+          // a turn with a tool and a model call, in GenAI spans
+          const turnOf = (sessionKey: typeof stuckKey) =>
+            Effect.gen(function*() {
+              yield* tracker.tool(
+                { name: "read_file", callId: Scenario.secrets.toolCallId },
+                Effect.void.pipe(SpanAttributes.toolSpan({ tool: "read_file", callId: Scenario.secrets.toolCallId, sessionKey }))
+              )
+              yield* tracker.model(
+                { provider: "anthropic", model: "claude-sonnet", callId: Scenario.secrets.modelCallId },
+                Effect.void.pipe(SpanAttributes.modelSpan({ provider: "anthropic", model: "claude-sonnet", sessionKey }))
+              )
+            }).pipe(SpanAttributes.turnSpan({ sessionKey }))
+          yield* SessionLanes.run(stuckKey, turnOf(stuckKey))
+          // a crashed external run wedges the session; the watchdog and recovery release it
+          yield* tracker.report({
+            type: "started",
+            kind: "tool_call",
+            sessionKey: stuckKey,
+            runId: Scenario.secrets.runId,
+            callId: "toolu_01XyzzyLeftover",
+            name: "native_shell",
+            seq: yield* tracker.nextSeq
+          })
+          const queued = yield* lanes.submit(stuckKey, turnOf(stuckKey))
+          const answered = yield* Effect.forkChild(queued.result)
+          const holding = yield* Effect.scoped(Effect.andThen(lock.acquire(lockKey), Effect.sleep("1 second"))).pipe(
+            Effect.forkChild({ startImmediately: true })
+          )
+          const waiting = yield* Effect.scoped(lock.acquire(lockKey)).pipe(Effect.forkChild({ startImmediately: true }))
+          for (let i = 0; i < 6; i++) {
+            yield* TestClock.adjust("500 millis")
+            for (let j = 0; j < 50; j++) yield* Effect.yieldNow
+          }
+          yield* Fiber.join(answered)
+          yield* Fiber.join(holding)
+          yield* Fiber.join(waiting)
+          for (let j = 0; j < 200; j++) yield* Effect.yieldNow
+          yield* (yield* OtlpExporter.Flusher).flush
+        }).pipe(Effect.provide(
+          Layer.mergeAll(
+            OtelExporter.layer({ endpoint: receiver.url, encoding: "json", exportInterval: "1 hour" }).pipe(
+              Layer.provide(FetchHttpClient.layer)
+            ),
+            Logger.layer([Logger.tracerLogger], { mergeWithExisting: false })
+          ).pipe(
+            Layer.provideMerge(SessionRuntime.layerTest()),
+            Layer.provideMerge(Layer.succeed(Metric.MetricRegistry, new Map()))
+          )
+        ))
+
+        const spans = spansOf(receiver.received)
+        const names = new Set(spans.map((s) => s.name))
+        for (const name of ["invoke_agent", "execute_tool read_file", "chat claude-sonnet", "SessionLock.acquire"]) {
+          assert.isTrue(names.has(name), `span ${name} in ${[...names].join(", ")}`)
+        }
+        const metrics = metricsOf(receiver.received)
+        const recovery = metrics.find((m) => m.name === "session_runtime_recovery_total")
+        assert.deepInclude(
+          recovery.sum.dataPoints.map((p: Json) => ({ ...attributesOf(p.attributes), value: p.asDouble })),
+          { phase: "completed", trigger: "stuck", action: "release_lane", status: "released", value: 1 }
+        )
+        const waited = metrics.find((m) => m.name === "session_runtime_lock_acquire_total").sum.dataPoints.find((
+          p: Json
+        ) => attributesOf(p.attributes)["outcome"] === "waited")
+        assert.strictEqual(waited.asDouble, 1)
+        for (const { body } of receiver.received) {
+          for (const secret of [...Scenario.forbidden, "toolu_01XyzzyLeftover"]) assert.notInclude(body, secret)
+        }
       }))
   })
 
