@@ -240,6 +240,12 @@ export class SessionLanes extends Context.Service<SessionLanes, {
     settle: Duration.Input,
     reason: string
   ) => Effect.Effect<AbortResult>
+  /**
+   * The lanes the watchdog must classify: processing for longer than
+   * `processingOlderThanMs`, or idle with queued work. Allocates nothing for
+   * the others, so a tick over a large healthy fleet stays cheap.
+   */
+  readonly needingAttention: (processingOlderThanMs: number) => Effect.Effect<ReadonlyArray<LaneView>>
   /** Wakes every lane gated on leftover work, so it re-checks (called by the watchdog tick). */
   readonly recheckGated: Effect.Effect<void>
 }>()("effect-session-runtime/SessionLanes") {}
@@ -284,6 +290,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     ? undefined
     : Semaphore.makeUnsafe(Math.max(1, options.maxConcurrentSessions))
   const lanes = new Map<SessionKey, Lane>()
+  // Lanes waiting on leftover reported work: the watchdog re-checks only these.
+  const gatedLanes = new Set<Lane>()
   let turnCounter = 0
   let shuttingDown = false
   const now = () => clock.currentTimeMillisUnsafe()
@@ -392,6 +400,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         if (yield* hasLeftoverWork(lane.key)) {
           if (!lane.gated) {
             lane.gated = true
+            gatedLanes.add(lane)
             lane.generation++
           }
           const wake = Deferred.makeUnsafe<void>()
@@ -401,6 +410,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           continue
         }
         lane.gated = false
+        gatedLanes.delete(lane)
         lane.queue.shift()
         yield* runTurn(lane, next)
       }
@@ -508,6 +518,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       if (!check(viewOf(lane))) return Effect.succeed("stale" as const)
       lane.generation++
       lane.gated = false
+      gatedLanes.delete(lane)
       wakeUp(lane)
       return Effect.as(publishState(lane, reason), "released" as const)
     })
@@ -556,8 +567,23 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       }),
     release,
     abort,
+    needingAttention: (processingOlderThanMs) =>
+      Effect.sync(() => {
+        const cutoff = now() - processingOlderThanMs
+        const found: Array<LaneView> = []
+        for (const lane of lanes.values()) {
+          if (
+            (lane.state === "processing" && lane.stateSince < cutoff) ||
+            (lane.state === "idle" && lane.queue.length > 0)
+          ) found.push(viewOf(lane))
+        }
+        return found
+      }),
     recheckGated: Effect.sync(() => {
-      for (const lane of lanes.values()) if (lane.gated) wakeUp(lane)
+      for (const lane of gatedLanes) {
+        if (lane.closed) gatedLanes.delete(lane)
+        else wakeUp(lane)
+      }
     })
   })
 })

@@ -165,16 +165,13 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     const swept = yield* tracker.sweep
     yield* lanes.recheckGated
     const now = clock.currentTimeMillisUnsafe()
-    const views = yield* lanes.list
+    const views = yield* lanes.needingAttention(thresholds.warnMs)
     const requested: Array<{ sessionKey: SessionKey; trigger: string }> = []
     const verdicts: Array<TickReport["verdicts"][number]> = []
     let warned = 0
     const seen = new Set<SessionKey>()
     for (const view of views) {
       const processingAge = now - view.stateSince
-      const candidate = (view.state === "processing" && processingAge > thresholds.warnMs) ||
-        (view.state === "idle" && view.queueDepth > 0)
-      if (!candidate) continue
       seen.add(view.sessionKey)
       const activity = yield* tracker.snapshot(view.sessionKey)
       const sessionView = Attention.fromSnapshot(view, activity)

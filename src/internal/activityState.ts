@@ -83,6 +83,8 @@ export interface State {
   readonly endedOrder: { readonly ids: Array<string | undefined>; next: number }
   readonly maxEndedRuns: number
   readonly counters: Counters
+  /** Where the incremental sweep resumes (a live iterator over `sessions`). */
+  sweepCursor: Iterator<SessionActivity> | undefined
 }
 
 /**
@@ -106,7 +108,8 @@ export const makeState = (options?: { readonly maxEndedRuns?: number | undefined
   endedRuns: new Map(),
   endedOrder: { ids: [], next: 0 },
   maxEndedRuns: Math.max(1, Math.floor(options?.maxEndedRuns ?? 100_000)),
-  counters: { opened: 0, closed: 0, evicted: 0, fenced: 0, ignored: 0 }
+  counters: { opened: 0, closed: 0, evicted: 0, fenced: 0, ignored: 0 },
+  sweepCursor: undefined
 })
 
 const sessionOf = (state: State, sessionKey: SessionKey, now: number): SessionActivity => {
@@ -504,22 +507,64 @@ export const evictForRecovery = (
  * Defence in depth: drops owners whose fiber ended without deregistering and
  * evicts markers of runs known to have ended (`owner_exited`); forgets empty
  * sessions untouched for `forgetAfterMs`.
+ *
+ * The sweep is incremental: each call visits at most `limit` sessions,
+ * resuming where the previous call stopped, so its cost per watchdog tick is
+ * bounded however many sessions there are (a full pass over N sessions takes
+ * ceil(N / limit) calls).
  */
 export const sweep = (
   state: State,
   now: number,
   cutoff: number,
-  forgetAfterMs: number
+  forgetAfterMs: number,
+  limit: number = Number.POSITIVE_INFINITY
 ): ReadonlyArray<Draft> => {
   const drafts: Array<Draft> = []
-  for (const session of Array.from(state.sessions.values())) {
-    for (const owner of Array.from(session.owners.values())) {
-      if (!owner.isDone()) continue
-      session.owners.delete(owner.runId)
-      state.runs.delete(owner.runId)
-      recordEnded(state, owner.runId, session.sessionKey, cutoff)
+  const budget = Math.min(limit, state.sessions.size)
+  // A Map iterator is live: entries added or deleted meanwhile are seen or
+  // skipped correctly, and deleting the visited entry is safe.
+  let cursor = state.sweepCursor ?? state.sessions.values()
+  let restarted = false
+  let visited = 0
+  while (visited < budget) {
+    const next = cursor.next()
+    if (next.done === true) {
+      if (restarted) break
+      cursor = state.sessions.values()
+      restarted = true
+      continue
     }
-    if (session.markers.size > 0) {
+    visited++
+    sweepSession(state, next.value, now, cutoff, forgetAfterMs, drafts)
+  }
+  state.sweepCursor = cursor
+  return drafts
+}
+
+const sweepSession = (
+  state: State,
+  session: SessionActivity,
+  now: number,
+  cutoff: number,
+  forgetAfterMs: number,
+  drafts: Array<Draft>
+): void => {
+  for (const owner of session.owners.values()) {
+    if (!owner.isDone()) continue
+    session.owners.delete(owner.runId)
+    state.runs.delete(owner.runId)
+    recordEnded(state, owner.runId, session.sessionKey, cutoff)
+  }
+  if (session.markers.size > 0) {
+    let any = false
+    for (const marker of session.markers.values()) {
+      if (!session.owners.has(marker.runId) && state.endedRuns.has(marker.runId)) {
+        any = true
+        break
+      }
+    }
+    if (any) {
       const eviction = evictWhere(
         state,
         session,
@@ -529,11 +574,10 @@ export const sweep = (
       )
       if (eviction !== undefined) drafts.push(eviction)
     }
-    if (session.owners.size === 0 && session.markers.size === 0 && now - session.lastChangeAt >= forgetAfterMs) {
-      state.sessions.delete(session.sessionKey)
-    }
   }
-  return drafts
+  if (session.owners.size === 0 && session.markers.size === 0 && now - session.lastChangeAt >= forgetAfterMs) {
+    state.sessions.delete(session.sessionKey)
+  }
 }
 
 // ---------------------------------------------------------------------------
