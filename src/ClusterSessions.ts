@@ -46,7 +46,14 @@ import * as SessionLanes from "./SessionLanes.ts"
  * @since 0.1.0
  */
 export class TurnRejected extends Schema.TaggedError<TurnRejected>()("TurnRejected", {
-  reason: Schema.Literals(["invalid_session_key", "wrong_entity", "invalid_message_id", "lane_full", "interrupted"]),
+  reason: Schema.Literals([
+    "invalid_session_key",
+    "wrong_entity",
+    "invalid_message_id",
+    "lane_full",
+    "interrupted",
+    "lock_unavailable"
+  ]),
   detail: Schema.String
 }) {
   override get message(): string {
@@ -247,6 +254,10 @@ export const layer = <E, R>(
                 Effect.catchTag(
                   "TurnInterrupted",
                   (error) => Effect.fail(new TurnRejected({ reason: "interrupted", detail: error.message }))
+                ),
+                Effect.catchTag(
+                  "TurnGuardFailed",
+                  (error) => Effect.fail(new TurnRejected({ reason: "lock_unavailable", detail: error.message }))
                 ),
                 // This request was interrupted (its runner is giving the session up, or the sender gave up):
                 // stop the turn it is waiting for, with its finalizers, before the message moves on.

@@ -107,7 +107,8 @@ export class TurnInterrupted extends Schema.TaggedError<TurnInterrupted>()("Turn
 export interface Submission<A, E> {
   readonly turnId: string
   readonly admission: Admission
-  readonly result: Effect.Effect<A, E | TurnInterrupted>
+  /** The turn's result; `TurnGuardFailed` when its guard (the session lock) could not be taken. */
+  readonly result: Effect.Effect<A, E | TurnInterrupted | LaneGuard.TurnGuardFailed>
 }
 
 /**
@@ -207,11 +208,16 @@ interface Lane {
  */
 export class SessionLanes extends Context.Service<SessionLanes, {
   /** Submits a turn; fails with `LaneFull` when the queue is at its maximum depth. */
-  readonly submit: <A, E>(
+  /**
+   * Submits a turn; fails with `LaneFull` when the queue is at its maximum
+   * depth. The turn runs on the session's lane with the submitter's services
+   * (captured now) and its `CurrentRun`.
+   */
+  readonly submit: <A, E, R = never>(
     sessionKey: SessionKey,
-    turn: Effect.Effect<A, E, CurrentRun>,
+    turn: Effect.Effect<A, E, R>,
     options?: { readonly admission?: AdmissionPolicy | undefined; readonly turnId?: string | undefined }
-  ) => Effect.Effect<Submission<A, E>, LaneFull>
+  ) => Effect.Effect<Submission<A, E>, LaneFull, Exclude<R, CurrentRun>>
   /** The view of one lane, if it is open. */
   readonly view: (sessionKey: SessionKey) => Effect.Effect<LaneView | undefined>
   /** Every open lane. */
@@ -452,17 +458,23 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       })
     })
 
-  const submit = <A, E>(
+  const submit = <A, E, R = never>(
     sessionKey: SessionKey,
-    turn: Effect.Effect<A, E, CurrentRun>,
+    turn: Effect.Effect<A, E, R>,
     submitOptions?: { readonly admission?: AdmissionPolicy | undefined; readonly turnId?: string | undefined }
-  ): Effect.Effect<Submission<A, E>, LaneFull> =>
-    Effect.flatMap(openLane(sessionKey), (lane) =>
-      Effect.suspend(() => {
+  ): Effect.Effect<Submission<A, E>, LaneFull, Exclude<R, CurrentRun>> =>
+    Effect.flatMap(Effect.context<Exclude<R, CurrentRun>>(), (captured) =>
+      Effect.flatMap(openLane(sessionKey), (lane) =>
+        Effect.suspend(() => {
         const turnId = submitOptions?.turnId ?? `turn-${++turnCounter}`
+        // The lane's own context (its CurrentRun, the lease) wins over the submitter's.
+        const effect = Effect.updateContext(
+          turn as Effect.Effect<unknown, unknown, R>,
+          (inner: Context.Context<CurrentRun>) => Context.merge(captured, inner) as Context.Context<R>
+        )
         const pending: Pending = {
           turnId,
-          effect: turn as Effect.Effect<unknown, unknown, CurrentRun>,
+          effect,
           result: Deferred.makeUnsafe<unknown, unknown>()
         }
         const policy = submitOptions?.admission ?? defaultAdmission
@@ -493,7 +505,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         const submission: Submission<A, E> = {
           turnId,
           admission,
-          result: Deferred.await(pending.result) as Effect.Effect<A, E | TurnInterrupted>
+          result: Deferred.await(pending.result) as Submission<A, E>["result"]
         }
         return bus.publish({
           _tag: "session.lane.admitted",
@@ -509,7 +521,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           position: admission._tag === "Enqueued" ? admission.position : 0,
           ...(admission._tag === "Rejected" ? { reason: admission.reason } : {})
         }).pipe(Effect.as(submission))
-      }))
+      })))
 
   const release = (sessionKey: SessionKey, check: (view: LaneView) => boolean, reason: string) =>
     Effect.suspend(() => {
@@ -605,9 +617,13 @@ export const layer = (
  * @category accessors
  * @since 0.1.0
  */
-export const run = <A, E>(
+export const run = <A, E, R = never>(
   sessionKey: SessionKey,
-  turn: Effect.Effect<A, E, CurrentRun>,
+  turn: Effect.Effect<A, E, R>,
   options?: { readonly admission?: AdmissionPolicy | undefined; readonly turnId?: string | undefined }
-): Effect.Effect<A, E | TurnInterrupted | LaneFull, SessionLanes> =>
+): Effect.Effect<
+  A,
+  E | TurnInterrupted | LaneGuard.TurnGuardFailed | LaneFull,
+  SessionLanes | Exclude<R, CurrentRun>
+> =>
   Effect.flatMap(SessionLanes, (lanes) => Effect.flatMap(lanes.submit(sessionKey, turn, options), (s) => s.result))

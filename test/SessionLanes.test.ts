@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Ref, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Ref, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as fc from "fast-check"
 import { ActivityTracker, CurrentRun } from "../src/ActivityTracker.ts"
@@ -7,6 +7,8 @@ import * as SessionKey from "../src/SessionKey.ts"
 import { SessionLanes } from "../src/SessionLanes.ts"
 import { collectEvents } from "./utils/events.ts"
 import { coreLayer } from "./utils/runtime.ts"
+
+class Greeting extends Context.Service<Greeting, { readonly text: string }>()("test/Greeting") {}
 
 const a = SessionKey.makeUnsafe("agent:main:a")
 const b = SessionKey.makeUnsafe("agent:main:b")
@@ -78,6 +80,15 @@ describe("SessionLanes", () => {
         assert.strictEqual(yield* Effect.flip(s1.result), "boom")
         assert.isTrue(Exit.hasDies(yield* Effect.exit(s2.result)))
         assert.strictEqual(yield* s3.result, "ok")
+      }).pipe(Effect.provide(coreLayer())))
+
+    it.effect("a turn runs with the submitter's services", () =>
+      Effect.gen(function*() {
+        const lanes = yield* SessionLanes
+        const sub = yield* lanes.submit(a, Effect.map(Greeting, (g) => `${g.text}, world`)).pipe(
+          Effect.provideService(Greeting, { text: "hello" })
+        )
+        assert.strictEqual(yield* sub.result, "hello, world")
       }).pipe(Effect.provide(coreLayer())))
 
     it.effect("each turn runs as an activity owner", () =>
