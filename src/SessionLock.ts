@@ -441,7 +441,8 @@ interface Local {
 }
 
 /**
- * Builds the service over a backend. Publishes `lock.acquired`,
+ * Builds the service over a backend; its lease refresher runs until the
+ * scope closes. Publishes `lock.acquired`,
  * `lock.contended` (once per wait), `lock.reclaimed`, `lock.stale` (once per
  * wait), `lock.timeout`, `lock.released` and `lock.lost` on the
  * `DiagnosticBus`.
@@ -481,6 +482,7 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
 
   const releaseLease = (local: Local, held: Lease) =>
     Effect.gen(function*() {
+      holdings.delete(held)
       const exit = yield* Effect.exit(backend.release(held))
       if (Exit.isFailure(exit)) {
         yield* Effect.logWarning("SessionLock: release failed; the lock is reclaimed once its holder is gone", exit.cause)
@@ -504,22 +506,28 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
       reason
     })
 
-  // Refreshes the lease until the scope closes or the lease turns out lost.
-  const refreshLoop = (held: Lease, everyMs: number): Effect.Effect<void> =>
+  // One refresher per service, not one fiber per lease: every held lease is
+  // refreshed each interval until it is released or turns out lost.
+  const holdings = new Set<Lease>()
+  const refreshOne = (held: Lease) =>
     Effect.gen(function*() {
-      while (true) {
-        yield* Effect.sleep(Duration.millis(everyMs))
-        const result = yield* Effect.exit(backend.refresh(held, clock.currentTimeMillisUnsafe()))
-        if (Exit.isFailure(result)) {
-          yield* Effect.logWarning("SessionLock: lease refresh failed; retrying at the next interval", result.cause)
-          continue
-        }
-        if (result.value._tag === "Lost") {
-          yield* publishLost(held, result.value.reason)
-          return
-        }
+      const result = yield* Effect.exit(backend.refresh(held, clock.currentTimeMillisUnsafe()))
+      if (Exit.isFailure(result)) {
+        yield* Effect.logWarning("SessionLock: lease refresh failed; retrying at the next interval", result.cause)
+      } else if (result.value._tag === "Lost" && holdings.delete(held)) {
+        yield* publishLost(held, result.value.reason)
       }
     })
+  if (refreshMs !== undefined) {
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Effect.andThen(
+          Effect.sleep(Duration.millis(refreshMs)),
+          Effect.suspend(() => Effect.forEach(Array.from(holdings), refreshOne, { concurrency: 16, discard: true }))
+        )
+      )
+    )
+  }
 
   const acquire = Effect.fn("SessionLock.acquire")(function*(
     sessionKey: SessionKey.SessionKey,
@@ -622,7 +630,8 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
       let last: Observation | undefined
 
       // One attempt, uninterruptible: a lock taken is always paired with its
-      // release finalizer, its refresh fiber and its `lock.acquired` event.
+      // release finalizer, its place among the refreshed leases and its
+      // `lock.acquired` event.
       const attempt = Effect.uninterruptible(Effect.gen(function*() {
         const now = clock.currentTimeMillisUnsafe()
         const result = yield* backend.tryAcquire({ sessionKey: key, ownerId, now, maxHoldMs: opts.maxHoldMs })
@@ -630,9 +639,7 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
         const held: Lease = { sessionKey: key, ownerId, token: result.token, acquiredAt: now }
         local.held = { lease: held, fiberId }
         yield* Scope.addFinalizer(leaseScope, releaseLease(local, held))
-        if (refreshMs !== undefined) {
-          yield* Effect.forkIn(refreshLoop(held, refreshMs), leaseScope, { startImmediately: true })
-        }
+        holdings.add(held)
         yield* bus.publish({
           _tag: "lock.acquired",
           sessionKey: key,

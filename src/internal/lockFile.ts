@@ -20,10 +20,10 @@
  * @since 0.1.0
  */
 import { createHash, randomUUID } from "node:crypto"
+import * as fs from "node:fs"
 import { constants } from "node:fs"
 import type { BigIntStats } from "node:fs"
 import { link, lstat, open, rename, unlink } from "node:fs/promises"
-import type { FileHandle } from "node:fs/promises"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import type { LockHolder, ReclaimReason } from "../DiagnosticEvent.ts"
@@ -153,6 +153,33 @@ export type Entry =
 /** @internal */
 export const errorCode = (error: unknown): string | undefined =>
   typeof error === "object" && error !== null && "code" in error ? String((error as { code: unknown }).code) : undefined
+
+// The hot path (create, token, release) works on plain descriptors through
+// the callback API: one thread-pool round trip per call and no FileHandle
+// bookkeeping.
+const fdOpen = (path: string, flags: number, mode: number) =>
+  new Promise<number>((resolve, reject) => fs.open(path, flags, mode, (e, fd) => (e ? reject(e) : resolve(fd))))
+const fdWrite = (fd: number, bytes: Uint8Array, position: number | null) =>
+  new Promise<number>((resolve, reject) =>
+    fs.write(fd, bytes, 0, bytes.length, position, (e, written) => (e ? reject(e) : resolve(written)))
+  )
+const fdStat = (fd: number) =>
+  new Promise<BigIntStats>((resolve, reject) =>
+    fs.fstat(fd, { bigint: true }, (e, stats) => (e ? reject(e) : resolve(stats)))
+  )
+const fdClose = (fd: number) => new Promise<void>((resolve) => fs.close(fd, () => resolve()))
+const fdUtimes = (fd: number, seconds: number) =>
+  new Promise<void>((resolve, reject) => fs.futimes(fd, seconds, seconds, (e) => (e ? reject(e) : resolve())))
+const pathLstat = (path: string) =>
+  new Promise<BigIntStats | undefined>((resolve, reject) =>
+    fs.lstat(path, { bigint: true }, (e, stats) =>
+      e ? (e.code === "ENOENT" ? resolve(undefined) : reject(e)) : resolve(stats)
+    )
+  )
+const pathUnlink = (path: string) =>
+  new Promise<boolean>((resolve, reject) =>
+    fs.unlink(path, (e) => (e ? (e.code === "ENOENT" ? resolve(false) : reject(e)) : resolve(true)))
+  )
 
 /** @internal */
 export const readEntry = async (path: string): Promise<Entry> => {
@@ -361,7 +388,7 @@ export interface FenceLog {
 }
 
 interface OpenFence {
-  readonly handle: FileHandle
+  readonly fd: number
   readonly dev: bigint
   readonly ino: bigint
   users: number
@@ -372,7 +399,7 @@ export const makeFenceLog = (capacity = 128): FenceLog => {
   const opened = new Map<string, OpenFence>()
   const drop = (path: string, fence: OpenFence) => {
     if (opened.get(path) === fence) opened.delete(path)
-    if (fence.users === 0) void fence.handle.close().catch(() => undefined)
+    if (fence.users === 0) void fdClose(fence.fd)
   }
   const evict = () => {
     for (const [path, fence] of opened) {
@@ -387,24 +414,24 @@ export const makeFenceLog = (capacity = 128): FenceLog => {
       opened.set(path, known)
       return known
     }
-    const handle = await open(path, appendFlags, 0o600)
+    const fd = await fdOpen(path, appendFlags, 0o600)
     let stats
     try {
-      stats = await handle.stat({ bigint: true })
+      stats = await fdStat(fd)
     } catch (error) {
-      await handle.close().catch(() => undefined)
+      await fdClose(fd)
       throw error
     }
     if (!stats.isFile()) {
-      await handle.close().catch(() => undefined)
+      await fdClose(fd)
       throw Object.assign(new Error(`${path} is not a regular file`), { code: "EFTYPE" })
     }
     const raced = opened.get(path)
     if (raced !== undefined) {
-      await handle.close().catch(() => undefined)
+      await fdClose(fd)
       return raced
     }
-    const fence: OpenFence = { handle, dev: stats.dev, ino: stats.ino, users: 0 }
+    const fence: OpenFence = { fd, dev: stats.dev, ino: stats.ino, users: 0 }
     opened.set(path, fence)
     evict()
     return fence
@@ -415,12 +442,11 @@ export const makeFenceLog = (capacity = 128): FenceLog => {
       fence.users++
       let size: number | undefined
       try {
-        await fence.handle.write(fenceByte, 0, 1, null)
-        const [stats, current] = await Promise.all([
-          fence.handle.stat(),
-          lstat(path, { bigint: true }).catch(() => undefined)
-        ])
-        if (current !== undefined && current.dev === fence.dev && current.ino === fence.ino) size = stats.size
+        await fdWrite(fence.fd, fenceByte, null)
+        // The size after our append is the token; the path must still name the
+        // log we appended to (a log removed or replaced meanwhile is reopened).
+        const [stats, current] = await Promise.all([fdStat(fence.fd), pathLstat(path)])
+        if (current !== undefined && current.dev === fence.dev && current.ino === fence.ino) size = Number(stats.size)
       } finally {
         fence.users--
       }
@@ -432,20 +458,20 @@ export const makeFenceLog = (capacity = 128): FenceLog => {
   const close = async () => {
     const all = Array.from(opened.values())
     opened.clear()
-    await Promise.all(all.map((fence) => fence.handle.close().catch(() => undefined)))
+    await Promise.all(all.map((fence) => fdClose(fence.fd)))
   }
   return { append, close }
 }
 
 /**
- * A lock held by this process: its inode identity and its open handle (kept
+ * A lock held by this process: its inode identity and its descriptor (kept
  * open while held; closed on release).
  *
  * @internal
  */
 export interface Held {
   readonly identity: Identity
-  readonly handle: FileHandle
+  readonly fd: number
 }
 
 /**
@@ -459,9 +485,11 @@ export type Created =
 
 /**
  * Creates the lock exclusively, takes the next token from the fence log,
- * then writes the payload while checking that the path still names the file
- * created (a holder stalled past the grace period between creation and
+ * then writes the payload while checking that the file created is still
+ * linked (a holder stalled past the grace period between creation and
  * payload could have been reclaimed; it must not believe it holds the lock).
+ * Lock files are never renamed or linked by the protocol, so a link count of
+ * one means the file is still at its path.
  *
  * @internal
  */
@@ -470,29 +498,26 @@ export const create = async (
   fence: FenceLog,
   payloadFor: (token: number) => Payload
 ): Promise<Created> => {
-  let handle: FileHandle
+  let fd: number
   try {
-    handle = await open(paths.lock, createFlags, 0o600)
+    fd = await fdOpen(paths.lock, createFlags, 0o600)
   } catch (error) {
     if (errorCode(error) === "EEXIST") return { _tag: "Exists" }
     throw error
   }
   let identity: Identity | undefined
   try {
-    const [token, stats] = await Promise.all([fence.append(paths.fence), handle.stat({ bigint: true })])
-    identity = { dev: stats.dev, ino: stats.ino }
+    const token = await fence.append(paths.fence)
     const bytes = encodePayload(payloadFor(token))
-    const [, current] = await Promise.all([
-      handle.write(bytes, 0, bytes.length, 0),
-      lstat(paths.lock, { bigint: true }).catch(() => undefined)
-    ])
-    if (current === undefined || !sameFile(current, identity)) {
-      await handle.close()
+    const [, stats] = await Promise.all([fdWrite(fd, bytes, 0), fdStat(fd)])
+    identity = { dev: stats.dev, ino: stats.ino }
+    if (stats.nlink !== 1n) {
+      await fdClose(fd)
       return { _tag: "Exists" }
     }
-    return { _tag: "Created", token, held: { identity, handle } }
+    return { _tag: "Created", token, held: { identity, fd } }
   } catch (error) {
-    await handle.close().catch(() => undefined)
+    await fdClose(fd)
     if (identity !== undefined) await unlinkIfSame(paths.lock, identity).catch(() => undefined)
     else await unlinkIfEmpty(paths.lock).catch(() => undefined)
     throw error
@@ -500,24 +525,18 @@ export const create = async (
 }
 
 /**
- * Releases a lock held by this process: removes it if the path still names
- * it, and closes its handle.
+ * Releases a lock held by this process: removes it if it is still linked
+ * (still at its path), and closes its descriptor.
  *
  * @internal
  */
 export const release = async (path: string, held: Held): Promise<boolean> => {
   try {
-    const stats = await lstat(path, { bigint: true }).catch((error) => {
-      if (errorCode(error) === "ENOENT") return undefined
-      throw error
-    })
-    if (stats === undefined || !sameFile(stats, held.identity)) return false
-    await unlink(path).catch((error) => {
-      if (errorCode(error) !== "ENOENT") throw error
-    })
-    return true
+    const stats = await fdStat(held.fd)
+    if (stats.nlink !== 1n) return false
+    return await pathUnlink(path)
   } finally {
-    await held.handle.close().catch(() => undefined)
+    await fdClose(held.fd)
   }
 }
 
@@ -575,9 +594,8 @@ export const checkIdentity = async (path: string, identity: Identity): Promise<s
 export const refresh = async (path: string, held: Held, nowMs: number): Promise<string | undefined> => {
   const lost = await checkIdentity(path, held.identity)
   if (lost !== undefined) return lost
-  const seconds = nowMs / 1000
-  // Through our own handle: the path is never followed.
-  await held.handle.utimes(seconds, seconds)
+  // Through our own descriptor: the path is never followed.
+  await fdUtimes(held.fd, nowMs / 1000)
   return undefined
 }
 
