@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Schedule } from "effect"
+import { Duration, Effect, Layer, Option, Schedule } from "effect"
+import * as DiagnosticBus from "../src/DiagnosticBus.ts"
+import * as SessionKey from "../src/SessionKey.ts"
 import * as lease from "../src/internal/lease.ts"
 import * as SessionLock from "../src/SessionLock.ts"
 import { contract } from "./SessionLock.contract.ts"
@@ -8,6 +10,27 @@ import { memoryHarness } from "./utils/lockFixtures.ts"
 contract(memoryHarness)
 
 describe("SessionLock", () => {
+  describe("withLock", () => {
+    it.effect("runs the effect holding the lock and releases it however it ends", () =>
+      Effect.gen(function*() {
+        const key = SessionKey.makeUnsafe("agent:main:with-lock")
+        const lock = yield* SessionLock.SessionLock
+        const token = yield* SessionLock.withLock(key)((lease) =>
+          Effect.gen(function*() {
+            const held = yield* lock.inspect(key)
+            assert.isTrue(Option.isSome(held) && held.value.holder.ownerId === lease.ownerId)
+            return lease.token
+          })
+        )
+        assert.isTrue(Option.isNone(yield* lock.inspect(key)))
+        const failed = yield* Effect.flip(SessionLock.withLock(key)(() => Effect.fail("boom" as const)))
+        assert.strictEqual(failed, "boom")
+        assert.isTrue(Option.isNone(yield* lock.inspect(key)))
+        const next = yield* SessionLock.withLock(key)((lease) => Effect.succeed(lease.token))
+        assert.isAbove(next, token)
+      }).pipe(Effect.provide(SessionLock.layerMemory().pipe(Layer.provideMerge(DiagnosticBus.layer())))))
+  })
+
   describe("lockRetry", () => {
     it.effect("backs off exponentially from about 10 ms, capped near 500 ms", () =>
       Effect.gen(function*() {

@@ -252,6 +252,40 @@ describe("SessionLockFile", () => {
       }))
   })
 
+  describe("lease refresh", () => {
+    live("keeps a held lock's mtime fresh, and reports lock.lost when the lock is taken away", () =>
+      Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const directory = yield* fs.makeTempDirectoryScoped({ prefix: "lock-refresh-" })
+        const bus = yield* DiagnosticBus.make()
+        const lock = yield* Effect.flatMap(SessionLockFile.makeBackend({ directory, lease: "90 millis" }), SessionLock.make).pipe(
+          Effect.provideService(DiagnosticBus.DiagnosticBus, bus)
+        )
+        const events = yield* collectEvents.pipe(Effect.provideService(DiagnosticBus.DiagnosticBus, bus))
+        const path = lockFile.pathsOf(directory, base).lock
+        const lease = yield* lock.acquire(key)
+        const payload = JSON.parse(yield* Effect.promise(() => readFile(path, "utf8")))
+        assert.strictEqual(payload.leaseMs, 90)
+        assert.strictEqual(payload.token, lease.token)
+        assert.strictEqual(payload.ownerId, lease.ownerId)
+        assert.strictEqual(payload.pid, process.pid)
+        assert.strictEqual((yield* Effect.promise(() => stat(path))).mode & 0o777, 0o600)
+        yield* Effect.sleep("250 millis")
+        const age = Date.now() - (yield* Effect.promise(() => stat(path))).mtimeMs
+        assert.isBelow(age, 90, "refreshed within the last lease third or so")
+        // Someone removes the lock behind the holder's back.
+        yield* Effect.promise(() => import("node:fs/promises").then((m) => m.unlink(path)))
+        yield* Effect.sleep("150 millis")
+        yield* events.settle
+        const lost = events.ofType("lock.lost")
+        assert.strictEqual(lost.length, 1)
+        assert.strictEqual(lost[0]!.token, lease.token)
+        assert.include(lost[0]!.reason, "gone")
+        const error = yield* Effect.flip(lock.assertCurrent(lease))
+        assert.strictEqual(error._tag, "LockLost")
+      }))
+  })
+
   describe("payload and probes", () => {
     it("reads the state and start time of a /proc stat line, whatever the command name", () => {
       const line = "4242 (we)ird ) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 50"
