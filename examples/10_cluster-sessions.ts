@@ -3,8 +3,9 @@
  *
  * Several runner processes (on one host or many) share a PostgreSQL database; every session is a cluster
  * entity, so its messages are processed by exactly one runner at a time, in order, and move to another
- * runner when theirs goes away. Inside each runner, the runtime tracks every turn, the watchdog classifies
- * the sessions it owns, and recovery releases or aborts what is stuck.
+ * runner when theirs goes away. Inside each runner the whole runtime runs: every turn is tracked, the
+ * watchdog classifies the sessions the runner owns, recovery releases or aborts what is stuck, and each turn
+ * holds its session's PostgreSQL lease, whose fencing token a store can check before a write.
  *
  *   eval "$(.ci/postgres.sh)"                                        # a throwaway PostgreSQL on loopback
  *   node examples/10_cluster-sessions.ts runner 34431 &              # two runners
@@ -17,13 +18,12 @@ import { NodeClusterSocket, NodeCrypto, NodeRuntime } from "@effect/platform-nod
 import { PgClient } from "@effect/sql-pg"
 import { Console, Duration, Effect, Layer, Option, Redacted } from "effect"
 import { RunnerAddress, ShardingConfig, SqlMessageStorage, SqlRunnerStorage } from "effect/cluster"
+import type { SqlClient } from "effect/sql"
 import * as ActivityTracker from "../src/ActivityTracker.ts"
 import * as ClusterSessions from "../src/ClusterSessions.ts"
-import * as DiagnosticBus from "../src/DiagnosticBus.ts"
-import * as LaneGuard from "../src/LaneGuard.ts"
-import * as Recovery from "../src/Recovery.ts"
-import * as SessionLanes from "../src/SessionLanes.ts"
-import * as Watchdog from "../src/Watchdog.ts"
+import * as SessionLockSql from "../src/SessionLockSql.ts"
+import * as SessionRuntime from "../src/SessionRuntime.ts"
+import type * as Watchdog from "../src/Watchdog.ts"
 
 /** Where the cluster keeps its state and how fast it reacts. */
 export interface ClusterOptions {
@@ -42,7 +42,14 @@ export interface RunnerOptions extends ClusterOptions {
   readonly port: number
   /** The runner's name in replies and logs. @default "<host>:<port>" */
   readonly name?: string | undefined
-  readonly lanes?: SessionLanes.Options | undefined
+  /**
+   * The session lease of the PostgreSQL lock taken around each turn: a runner that dies holding one delays its
+   * session's next turn by at most this, so keep it no longer than the shard lock expiration.
+   * @default "10 seconds"
+   */
+  readonly lockLease?: Duration.Input | undefined
+  /** The lease table of the session lock. @default "session_locks" */
+  readonly lockTable?: string | undefined
   readonly watchdog?: Watchdog.Options | undefined
 }
 
@@ -52,49 +59,56 @@ const shardingConfig = (options: ClusterOptions, address: Option.Option<RunnerAd
   runnerAddress: address
 })
 
+const sqlLayer = (options: ClusterOptions) => PgClient.layer({ url: Redacted.make(options.url) })
+
 // The cluster's storage on PostgreSQL, under its own table prefix (so several clusters, or test runs, can share
 // one database).
 const storage = (options: ClusterOptions, config: Partial<ShardingConfig.ShardingConfig["Service"]>) =>
   Layer.mergeAll(
     SqlMessageStorage.layerWith({ prefix: options.prefix }).pipe(Layer.provide(NodeCrypto.layerDigest)),
     Layer.orDie(SqlRunnerStorage.layerWith({ prefix: options.prefix }))
-  ).pipe(
-    Layer.provide(ShardingConfig.layer(config)),
-    Layer.provideMerge(PgClient.layer({ url: Redacted.make(options.url) }))
-  )
+  ).pipe(Layer.provide(ShardingConfig.layer(config)))
 
 /**
- * The runtime inside a runner, over a `DiagnosticBus`: the tracker, the lanes (no lock guard: the cluster
- * already gives each session one owner), recovery and the watchdog.
+ * The cluster side of a runner: sharding, the runner protocol on `host:port`, storage on PostgreSQL (and the
+ * `SqlClient`, for the rest of the program).
  */
-export const runtimeLayer = (
-  options: { readonly lanes?: SessionLanes.Options | undefined; readonly watchdog?: Watchdog.Options | undefined } = {}
-) =>
-  Watchdog.layer(options.watchdog).pipe(
-    Layer.provideMerge(Recovery.layer()),
-    Layer.provideMerge(SessionLanes.layer(options.lanes)),
-    Layer.provideMerge(LaneGuard.layerNone),
-    Layer.provideMerge(ActivityTracker.layer())
-  )
-
-/** The cluster side of a runner: sharding, the runner protocol on `host:port`, storage on PostgreSQL. */
 export const clusterLayer = (options: RunnerOptions) => {
   const config = shardingConfig(options, Option.some(RunnerAddress.make(options.host, options.port)))
   return NodeClusterSocket.layer({ storage: "byo", shardingConfig: config }).pipe(
-    Layer.provideMerge(storage(options, config))
+    Layer.provideMerge(storage(options, config)),
+    Layer.provideMerge(sqlLayer(options))
   )
 }
 
 /**
+ * The runtime inside a runner: `SessionRuntime` with the session lock on PostgreSQL (the cluster already gives
+ * each session one owner; the lease adds a fencing token and covers a runner that lost its shard but still
+ * runs a turn). Needs the `SqlClient`.
+ */
+export const runtimeLayer = (options: Pick<RunnerOptions, "lockLease" | "lockTable" | "watchdog">) =>
+  Layer.unwrap(Effect.map(
+    Effect.context<SqlClient.SqlClient>(),
+    (context) =>
+      SessionRuntime.layer({
+        lock: {
+          layer: SessionLockSql.layer({ lease: options.lockLease ?? "10 seconds", table: options.lockTable }).pipe(
+            Layer.provide(Layer.succeedContext(context))
+          )
+        },
+        ...(options.watchdog !== undefined ? { watchdog: options.watchdog } : {})
+      })
+  ))
+
+/**
  * A runner: registers the session entity with `handler` as the body of every turn, and keeps the runtime's
- * services available to the rest of the program. Released top down: the entity first (its sessions' lanes
- * close, their turns are interrupted and what they left open is evicted), then the runtime, then the
- * cluster (the runner leaves and its shards move).
+ * services available to the rest of the program. Released top down: the entity first (its requests are
+ * interrupted, its sessions' lanes close, their turns' finalizers run and what they left open is evicted),
+ * then the runtime, then the cluster (the runner leaves and its shards move).
  */
 export const runnerLayer = <E, R>(handler: ClusterSessions.Handler<E, R>, options: RunnerOptions) =>
   ClusterSessions.layer(handler, { runnerName: options.name ?? `${options.host}:${options.port}` }).pipe(
     Layer.provideMerge(runtimeLayer(options)),
-    Layer.provideMerge(DiagnosticBus.layer()),
     Layer.provideMerge(clusterLayer(options))
   )
 
@@ -102,7 +116,8 @@ export const runnerLayer = <E, R>(handler: ClusterSessions.Handler<E, R>, option
 export const clientLayer = (options: ClusterOptions) => {
   const config = shardingConfig(options, Option.none())
   return NodeClusterSocket.layer({ storage: "byo", clientOnly: true, shardingConfig: config }).pipe(
-    Layer.provideMerge(storage(options, config))
+    Layer.provideMerge(storage(options, config)),
+    Layer.provide(sqlLayer(options))
   )
 }
 

@@ -25,8 +25,7 @@
  *
  * @since 0.1.0
  */
-import type * as Context from "effect/Context"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
@@ -183,6 +182,10 @@ export interface Options {
 
 const messageIdOk = (id: string) => id.length >= 1 && id.length <= 200
 
+// A turn whose lane closed under it runs again, a few times, a moment later.
+const maxLaneRetries = 3
+const laneRetryDelay = Duration.millis(50)
+
 /**
  * Registers the session entity on this runner: each message runs as a turn
  * of the session's lane. Needs `Sharding` (a runner), `SessionLanes` (with
@@ -204,8 +207,6 @@ export const layer = <E, R>(
       Effect.gen(function*() {
         const lanes = yield* SessionLanes.SessionLanes
         const address = yield* Entity.CurrentAddress
-        // What the handler needs besides its run, captured here: a turn runs in its lane's fiber.
-        const services = yield* Effect.context<Exclude<R, CurrentRun>>()
         const runner = options.runnerName ?? "runner"
         // The session this entity serves, once its first message names it.
         let served: SessionKey.SessionKey | undefined
@@ -234,10 +235,7 @@ export const layer = <E, R>(
                 })
               }
               served = key
-              const turn: Effect.Effect<string, TurnFailed, CurrentRun> = handler({ ...request, sessionKey: key }).pipe(
-                Effect.provide(services as Context.Context<never>) as <A, E1>(
-                  self: Effect.Effect<A, E1, R | CurrentRun>
-                ) => Effect.Effect<A, E1, CurrentRun>,
+              const turn = handler({ ...request, sessionKey: key }).pipe(
                 Effect.mapError((error) =>
                   new TurnFailed({
                     sessionKey: request.sessionKey,
@@ -246,24 +244,37 @@ export const layer = <E, R>(
                   })
                 )
               )
-              const turnId = `${request.messageId}#${(++turns).toString(36)}`
-              const submission = yield* lanes.submit(key, turn, { turnId }).pipe(
-                Effect.mapError((error) => new TurnRejected({ reason: "lane_full", detail: error.message }))
-              )
-              const output = yield* submission.result.pipe(
-                Effect.catchTag(
-                  "TurnInterrupted",
-                  (error) => Effect.fail(new TurnRejected({ reason: "interrupted", detail: error.message }))
-                ),
-                Effect.catchTag(
-                  "TurnGuardFailed",
-                  (error) => Effect.fail(new TurnRejected({ reason: "lock_unavailable", detail: error.message }))
-                ),
+              const runTurn = (attempt: number): Effect.Effect<
+                { readonly output: string; readonly turnId: string },
+                TurnRejected | TurnFailed,
+                Exclude<R, CurrentRun>
+              > =>
+                Effect.gen(function*() {
+                  const turnId = `${request.messageId}#${(++turns).toString(36)}`
+                  const submission = yield* lanes.submit(key, turn, { turnId }).pipe(
+                    Effect.mapError((error) => new TurnRejected({ reason: "lane_full", detail: error.message }))
+                  )
+                  return yield* submission.result.pipe(
+                    Effect.map((output) => ({ output, turnId })),
+                    Effect.catchTag("TurnInterrupted", (error) =>
+                      // The lane closed under the turn (the session was closed on this runner): run it again. If
+                      // the runner is giving the session up, this request is interrupted first and the message
+                      // goes on on the session's next owner; it is never answered as failed for that.
+                      error.reason === "lane_closed" && attempt < maxLaneRetries
+                        ? Effect.andThen(Effect.sleep(laneRetryDelay), runTurn(attempt + 1))
+                        : Effect.fail(new TurnRejected({ reason: "interrupted", detail: error.message }))),
+                    Effect.catchTag(
+                      "TurnGuardFailed",
+                      (error) => Effect.fail(new TurnRejected({ reason: "lock_unavailable", detail: error.message }))
+                    )
+                  )
+                })
+              const { output, turnId } = yield* runTurn(1).pipe(
                 // This request was interrupted (its runner is giving the session up, or the sender gave up):
                 // stop the turn it is waiting for, with its finalizers, before the message moves on.
                 Effect.onInterrupt(() => lanes.close(key))
               )
-              return { output, runner, turnId: submission.turnId }
+              return { output, runner, turnId }
             })
         })
       }),

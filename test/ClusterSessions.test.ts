@@ -93,13 +93,26 @@ const withCluster = <A, E, R>(body: (cluster: { prefix: string; log: string }) =
     const dir = yield* Effect.promise(() => mkdtemp(join(tmpdir(), "cluster-sessions-")))
     const sql = Context.get(yield* Layer.build(PgClient.layer({ url: Redacted.make(url) })), SqlClient.SqlClient)
     yield* sql.unsafe(`CREATE TABLE ${prefix}_commits (
-      session_key text NOT NULL, message_id text NOT NULL, runner text NOT NULL,
+      session_key text NOT NULL, message_id text NOT NULL, runner text NOT NULL, token bigint NOT NULL,
       at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (session_key, message_id))`)
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
-        for (const table of ["commits", "messages", "replies", "runners", "locks", "migrations", "runner_migrations"]) {
+        for (
+          const table of [
+            "commits",
+            "messages",
+            "replies",
+            "runners",
+            "locks",
+            "migrations",
+            "runner_migrations",
+            "session_locks",
+            "session_locks_migrations"
+          ]
+        ) {
           yield* sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_${table}`)
         }
+        yield* sql.unsafe(`DROP SEQUENCE IF EXISTS ${prefix}_session_locks_tokens`)
         yield* Effect.promise(() => rm(dir, { recursive: true, force: true }))
       }).pipe(Effect.ignore)
     )
@@ -110,6 +123,7 @@ interface Commit {
   readonly session_key: string
   readonly message_id: string
   readonly runner: string
+  readonly token: string
 }
 
 /** Waits until `count` messages are committed (polling the database), within `ms`. */
@@ -119,7 +133,7 @@ const awaitCommits = (prefix: string, count: number, ms: number) =>
     const deadline = Date.now() + ms
     while (true) {
       const rows = yield* sql.unsafe<Commit>(
-        `SELECT session_key, message_id, runner FROM ${prefix}_commits ORDER BY at, session_key`
+        `SELECT session_key, message_id, runner, token::text FROM ${prefix}_commits ORDER BY at, session_key`
       )
       if (rows.length >= count || Date.now() > deadline) return rows
       yield* Effect.sleep("100 millis")
@@ -199,8 +213,10 @@ const assertExactlyOnceInOrder = (
     seen.add(id)
   }
   for (const session of sessions) {
-    const order = commits.filter((c) => c.session_key === session).map((c) => c.message_id)
-    assert.deepStrictEqual(order, [...messages], `order of ${session}`)
+    const mine = commits.filter((c) => c.session_key === session)
+    assert.deepStrictEqual(mine.map((c) => c.message_id), [...messages], `order of ${session}`)
+    // Each turn held the session's lease: its fencing tokens increase with the commits.
+    for (let i = 1; i < mine.length; i++) assert.isAbove(Number(mine[i]!.token), Number(mine[i - 1]!.token))
   }
 }
 

@@ -4,8 +4,9 @@
  * 1. record `<runner> begin <session> <message>` in a shared log file,
  * 2. report an external tool as started (a reported marker, as a non-Effect runtime would),
  * 3. work for <turn ms>,
- * 4. commit the message once in `<prefix>_commits` (an idempotent insert keyed by session and message) and
- *    record `<runner> commit|duplicate <session> <message>`,
+ * 4. check its session lease (`assertCurrent`), commit the message once in `<prefix>_commits` (an idempotent
+ *    insert keyed by session and message, with the lease's fencing token) and record
+ *    `<runner> commit|duplicate <session> <message>`,
  * 5. report the tool as completed and record `<runner> end <session> <message>`.
  *
  * A turn interrupted on the way records `<runner> interrupted <session> <message>` in its finalizer, before
@@ -17,13 +18,15 @@
  * Usage: node cluster-runner.ts <url> <prefix> <port> <name> <log file> <turn ms>
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer, Schedule, Stream } from "effect"
+import { Effect, Layer, Option, Schedule, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { appendFile } from "node:fs/promises"
 import { clusterLayer, runtimeLayer } from "../../examples/10_cluster-sessions.ts"
 import * as ActivityTracker from "../../src/ActivityTracker.ts"
 import * as ClusterSessions from "../../src/ClusterSessions.ts"
 import * as DiagnosticBus from "../../src/DiagnosticBus.ts"
+import * as LaneGuard from "../../src/LaneGuard.ts"
+import * as SessionLock from "../../src/SessionLock.ts"
 
 const [url, prefix, port, name, logFile, turnMs] = process.argv.slice(2)
 if (
@@ -36,7 +39,10 @@ if (
 
 const record = (line: string) => Effect.promise(() => appendFile(logFile, `${name} ${line}\n`))
 
-const handler: ClusterSessions.Handler<unknown, ActivityTracker.ActivityTracker | SqlClient.SqlClient> = (request) =>
+const handler: ClusterSessions.Handler<
+  unknown,
+  ActivityTracker.ActivityTracker | SqlClient.SqlClient | SessionLock.SessionLock
+> = (request) =>
   Effect.suspend(() => {
     let begun = false
     return Effect.gen(function*() {
@@ -53,10 +59,12 @@ const handler: ClusterSessions.Handler<unknown, ActivityTracker.ActivityTracker 
         begun = true
       }))
       yield* Effect.sleep(Number(turnMs))
+      const lease = Option.getOrThrow(yield* LaneGuard.CurrentLease)
+      yield* SessionLock.SessionLock.use((lock) => lock.assertCurrent(lease))
       const inserted = yield* sql.unsafe(
-        `INSERT INTO ${prefix}_commits (session_key, message_id, runner) VALUES ($1, $2, $3)
+        `INSERT INTO ${prefix}_commits (session_key, message_id, runner, token) VALUES ($1, $2, $3, $4)
          ON CONFLICT DO NOTHING RETURNING 1`,
-        [sessionKey, messageId, name]
+        [sessionKey, messageId, name, lease.token]
       )
       yield* record(`${inserted.length > 0 ? "commit" : "duplicate"} ${sessionKey} ${messageId}`)
       yield* Effect.uninterruptible(Effect.gen(function*() {
@@ -72,8 +80,8 @@ const handler: ClusterSessions.Handler<unknown, ActivityTracker.ActivityTracker 
     )
   })
 
-// Between the bus and the runtime, so that it sees what the runtime publishes while it shuts down; on release
-// it first drains what is still queued (the events of the shutdown itself).
+// Between the entity and the runtime, so that it sees what happens while the entity is given up at shutdown;
+// on release it first drains what is still queued.
 const evictionLog = Layer.effectDiscard(Effect.gen(function*() {
   const bus = yield* DiagnosticBus.DiagnosticBus
   const events = yield* bus.subscribe({ name: "cluster-runner-log" })
@@ -123,11 +131,13 @@ const options = {
   }
 } as const
 
-// The example's runner, with the eviction log between the bus and the runtime.
+// The example's runner, with the eviction log between the entity and the runtime, and a short session lease:
+// a killed runner's sessions go on elsewhere as soon as its shard locks expire.
 const runner = ClusterSessions.layer(handler, { runnerName: name }).pipe(
-  Layer.provideMerge(runtimeLayer({ watchdog: { interval: "1 second" } })),
   Layer.provideMerge(evictionLog),
-  Layer.provideMerge(DiagnosticBus.layer()),
+  Layer.provideMerge(
+    runtimeLayer({ lockLease: "3 seconds", lockTable: `${prefix}_session_locks`, watchdog: { interval: "1 second" } })
+  ),
   Layer.provideMerge(clusterLayer(options))
 )
 
