@@ -16,7 +16,8 @@
  *   idles out), the session's lane is closed: the running turn is interrupted,
  *   its owner deregisters and any marker still open on the session is evicted
  *   (`session.activity.evicted`), never left to block. An interrupted turn is
- *   not answered: its message resumes on the entity's next owner.
+ *   not answered: its message resumes on the entity's next owner (a turn
+ *   whose lane closed while its request goes on runs again here).
  * - {@link send}: the client side, from any process with `Sharding`.
  *
  * Storage, transport and runner health are the cluster's own (for example
@@ -38,8 +39,10 @@ import * as SessionKey from "./SessionKey.ts"
 import * as SessionLanes from "./SessionLanes.ts"
 
 /**
- * Why a message could not be processed as a turn. The message is answered
- * with this failure and not retried.
+ * Why a message could not be processed as a turn: an invalid key or message
+ * id, a message sent to the wrong entity, a full lane, a turn interrupted by
+ * recovery or admission, or the session lease not had within its budget. The
+ * message is answered with this failure and not retried.
  *
  * @category errors
  * @since 0.1.0
