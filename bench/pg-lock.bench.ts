@@ -60,10 +60,9 @@ const suite: Suite = {
       const program = Effect.gen(function*() {
         const sqlContext = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), maxConnections: 4 }))
         const busContext = yield* Layer.build(DiagnosticBus.layer())
+        const pgLayer = SessionLockSql.layer({ table }).pipe(Layer.provide(Layer.succeedContext(sqlContext)))
         const pg = Context.get(
-          yield* Layer.build(SessionLockSql.layer({ table }).pipe(Layer.provide(Layer.succeedContext(sqlContext)))).pipe(
-            Effect.provide(busContext)
-          ),
+          yield* Layer.build(pgLayer).pipe(Effect.provide(busContext)),
           SessionLock.SessionLock
         )
         const file = Context.get(

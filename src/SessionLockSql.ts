@@ -154,7 +154,11 @@ export const migrations = (options?: Options): Migrator.Loader => {
  */
 export const migrate = (
   options?: Options
-): Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, Migrator.MigrationError | SqlError, SqlClient.SqlClient> =>
+): Effect.Effect<
+  ReadonlyArray<readonly [id: number, name: string]>,
+  Migrator.MigrationError | SqlError,
+  SqlClient.SqlClient
+> =>
   Effect.suspend(() => Migrator.make({})({ loader: migrations(options), table: resolve(options).history }))
 
 // ---------------------------------------------------------------------------
@@ -179,12 +183,26 @@ export const toLockIoError = (table: string, operation: string, error: SqlError)
   const causeText = (error.reason.cause as { readonly message?: unknown } | undefined)?.message
   const detail = `${operation}: ${typeof causeText === "string" ? causeText : text}${code ? ` (SQLSTATE ${code})` : ""}`
   const make = (reason: SessionLock.LockIoReason, retryable: boolean, extra = "") =>
-    new SessionLock.LockIoError({ reason, path: `postgres table ${table}`, retryable, detail: detail + extra, cause: error })
+    new SessionLock.LockIoError({
+      reason,
+      path: `postgres table ${table}`,
+      retryable,
+      detail: detail + extra,
+      cause: error
+    })
   if (code === "42P01") {
-    return make("io", false, `; the lock table is missing: run SessionLockSql.migrate (or the layer with migrate: true)`)
+    return make(
+      "io",
+      false,
+      "; the lock table is missing: run SessionLockSql.migrate (or the layer with migrate: true)"
+    )
   }
   if (code === "42501" || error.reason._tag === "AuthorizationError" || error.reason._tag === "AuthenticationError") {
-    return make("permission_denied", false, "; grant this role SELECT, INSERT, UPDATE on the table and USAGE on its sequence")
+    return make(
+      "permission_denied",
+      false,
+      "; grant this role SELECT, INSERT, UPDATE on the table and USAGE on its sequence"
+    )
   }
   if (code === "25006") return make("read_only", false, "; the lock needs a writable primary, not a standby")
   if (code === "53100") return make("no_space", false)
@@ -283,7 +301,8 @@ export const makeBackend = Effect.fnUntraced(function*(options?: Options) {
   const leaseInterval = sql.literal(`interval '${config.leaseMs} milliseconds'`)
   const holderColumns = sql.literal(
     "owner_id, holder_pid, holder_host, holder_start, token, " +
-      "(extract(epoch FROM (now() - acquired_at)) * 1000)::float8 AS age_ms, expires_at <= now() AS expired, max_hold_ms"
+      "(extract(epoch FROM (now() - acquired_at)) * 1000)::float8 AS age_ms, " +
+      "expires_at <= now() AS expired, max_hold_ms"
   )
   // Local validity of each lease this process holds: the start of its last successful write + the lease time.
   const validUntil = new Map<string, number>()
@@ -299,7 +318,10 @@ export const makeBackend = Effect.fnUntraced(function*(options?: Options) {
     })
 
   // Outside any transaction of the caller (a lock row must be visible at once), bounded in time.
-  const run = <A>(operation: string, statement: Effect.Effect<A, SqlError>): Effect.Effect<A, SessionLock.LockIoError> =>
+  const run = <A>(
+    operation: string,
+    statement: Effect.Effect<A, SqlError>
+  ): Effect.Effect<A, SessionLock.LockIoError> =>
     Effect.gen(function*() {
       const fiber = yield* statement.pipe(
         Effect.updateContext((context: Context.Context<never>) => Context.omit(client.transactionService)(context)),
@@ -368,7 +390,8 @@ export const makeBackend = Effect.fnUntraced(function*(options?: Options) {
     now() + ${leaseInterval}, ${config.leaseMs}, ${Math.round(request.maxHoldMs)})
   ON CONFLICT (session_key) DO UPDATE SET
     owner_id = EXCLUDED.owner_id, holder_pid = EXCLUDED.holder_pid, holder_host = EXCLUDED.holder_host,
-    holder_start = EXCLUDED.holder_start, token = ${nextToken}, acquired_at = now(), refreshed_at = now(), expires_at = EXCLUDED.expires_at,
+    holder_start = EXCLUDED.holder_start, token = ${nextToken}, acquired_at = now(), refreshed_at = now(),
+    expires_at = EXCLUDED.expires_at,
     lease_ms = EXCLUDED.lease_ms, max_hold_ms = EXCLUDED.max_hold_ms
   WHERE l.owner_id IS NULL
   RETURNING l.token
@@ -457,7 +480,10 @@ WHERE session_key = ${held.sessionKey} AND token = ${held.token} AND owner_id = 
     inspect: (key) =>
       Effect.flatMap(
         run("inspect", selectRow(key)),
-        (row) => row === undefined || row.owner_id === null ? Effect.succeed(Option.none()) : Effect.map(observeRow(row), Option.some)
+        (row) =>
+          row === undefined || row.owner_id === null
+            ? Effect.succeed(Option.none())
+            : Effect.map(observeRow(row), Option.some)
       )
   }
   return backend

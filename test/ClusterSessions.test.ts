@@ -163,10 +163,12 @@ interface LogLine {
 
 const readLog = (log: string) =>
   Effect.promise(async () =>
-    (await readFile(log, "utf8").catch(() => "")).trim().split("\n").filter((l) => l.length > 0).map((line): LogLine => {
-      const [runner, kind, session, ...rest] = line.split(" ")
-      return { runner: runner!, kind: kind!, session: session!, rest: rest.join(" ") }
-    })
+    (await readFile(log, "utf8").catch(() => "")).trim().split("\n").filter((l) => l.length > 0).map(
+      (line): LogLine => {
+        const [runner, kind, session, ...rest] = line.split(" ")
+        return { runner: runner!, kind: kind!, session: session!, rest: rest.join(" ") }
+      }
+    )
   )
 
 /** Waits until both runners are registered and healthy, and their first shard assignment has settled. */
@@ -277,7 +279,9 @@ describe("ClusterSessions", () => {
   it.live("rejects a message for an invalid session key with a typed error", () =>
     withCluster(({ prefix }) =>
       Effect.gen(function*() {
-        const error = yield* Effect.flip(ClusterSessions.send({ sessionKey: "bad\u0000key", messageId: "m", text: "x" }))
+        const error = yield* Effect.flip(
+          ClusterSessions.send({ sessionKey: "bad\u0000key", messageId: "m", text: "x" })
+        )
         assert.strictEqual(error._tag, "InvalidSessionKey")
         const long = SessionKey.makeUnsafe(`agent:${"x".repeat(500)}`)
         assert.isAtMost(ClusterSessions.entityId(long).length, 81)

@@ -5,7 +5,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer, Option, Redacted, Schedule } from "effect"
-import { SqlClient } from "effect/sql"
+import { SqlClient, SqlError } from "effect/sql"
 import { spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
@@ -26,7 +26,11 @@ const pgPort = Number(new URL(url).port || 5432)
 
 // Through the proxy, a short connect timeout: a black-holed connection attempt is abandoned quickly.
 const sqlLayer = (target = url) =>
-  PgClient.layer({ url: Redacted.make(target), maxConnections: 6, ...(target === url ? {} : { connectTimeout: "1 second" }) })
+  PgClient.layer({
+    url: Redacted.make(target),
+    maxConnections: 6,
+    ...(target === url ? {} : { connectTimeout: "1 second" })
+  })
 
 const lockLayer = (options: SessionLockSql.Options, target = url) =>
   SessionLockSql.layer(options).pipe(
@@ -245,7 +249,10 @@ const pgHarness = {
         yield* sql.unsafe(`DROP SEQUENCE IF EXISTS ${table}_tokens`)
       }).pipe(Effect.provide(sqlLayer()), Effect.ignore)
     )
-    const plant = (key: SessionKey.SessionKey, row: { pid: number; owner: string; ageMs: number; expiresInMs: number }) =>
+    const plant = (
+      key: SessionKey.SessionKey,
+      row: { pid: number; owner: string; ageMs: number; expiresInMs: number }
+    ) =>
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const [planted] = yield* sql.unsafe<{ token: string }>(
@@ -292,6 +299,40 @@ contract(pgHarness)
 // ---------------------------------------------------------------------------
 
 describe("SessionLockSql", () => {
+  describe("toLockIoError", () => {
+    const pgError = (
+      Reason: typeof SqlError.UnknownError | typeof SqlError.ConnectionError | typeof SqlError.AuthorizationError,
+      code?: string
+    ) =>
+      new SqlError.SqlError({
+        reason: new Reason({ cause: Object.assign(new Error(`server said ${code ?? "nothing"}`), { code }) })
+      })
+
+    it("classifies database failures by what the user can do, and keeps the server's words", () => {
+      const cases: ReadonlyArray<readonly [SqlError.SqlError, SessionLock.LockIoReason, boolean]> = [
+        [pgError(SqlError.UnknownError, "42P01"), "io", false],
+        [pgError(SqlError.AuthorizationError, "42501"), "permission_denied", false],
+        [pgError(SqlError.UnknownError, "25006"), "read_only", false],
+        [pgError(SqlError.UnknownError, "53100"), "no_space", false],
+        [pgError(SqlError.UnknownError, "53300"), "busy", true],
+        [pgError(SqlError.UnknownError, "57P01"), "unavailable", true],
+        [pgError(SqlError.ConnectionError), "unavailable", true],
+        [pgError(SqlError.UnknownError, "XX000"), "io", false]
+      ]
+      for (const [error, reason, retryable] of cases) {
+        const mapped = SessionLockSql.toLockIoError("session_locks", "acquire", error)
+        assert.strictEqual(mapped.reason, reason, error.message)
+        assert.strictEqual(mapped.isRetryable, retryable, reason)
+        assert.strictEqual(mapped.path, "postgres table session_locks")
+        assert.match(mapped.detail, /^acquire: server said/)
+      }
+      assert.match(
+        SessionLockSql.toLockIoError("t", "acquire", pgError(SqlError.UnknownError, "42P01")).message,
+        /run SessionLockSql\.migrate/
+      )
+    })
+  })
+
   describe("migrate", () => {
     it.live("creates the lease table and the token sequence, and is idempotent when run concurrently", () =>
       withTable((table) =>
@@ -432,7 +473,9 @@ describe("SessionLockSql", () => {
           assert.isNull(free!.owner_id)
           assert.isTrue(Option.isNone(yield* a.lock.inspect(key("free"))))
 
-          const backend = yield* SessionLockSql.makeBackend({ table }).pipe(Effect.provideService(SqlClient.SqlClient, a.sql))
+          const backend = yield* SessionLockSql.makeBackend({ table }).pipe(
+            Effect.provideService(SqlClient.SqlClient, a.sql)
+          )
           const first = yield* a.lock.acquire(key("free"))
           yield* a.sql.unsafe(`UPDATE ${table} SET expires_at = now() - interval '1 second'`)
           const second = yield* b.lock.acquire(key("free"), { retry: fastRetry })
@@ -555,7 +598,7 @@ describe("SessionLockSql", () => {
         }).pipe(Effect.scoped)
       ))
 
-    it.live("a dead port gives LockIoError (unavailable): from the layer when it migrates, from acquire otherwise", () =>
+    it.live("a dead port gives LockIoError (unavailable) from the layer when it migrates, else from acquire", () =>
       Effect.gen(function*() {
         const proxy = yield* makeProxy
         proxy.cut()
@@ -666,7 +709,14 @@ describe("SessionLockSql", () => {
         Effect.gen(function*() {
           const { lock, sql } = yield* instance({ table })
           const name = `holder-${randomUUID().slice(0, 8)}`
-          const holder = yield* startInteractive("pg-holder.ts", [url, table, "agent:test:pooled", "1500", "pool", name])
+          const holder = yield* startInteractive("pg-holder.ts", [
+            url,
+            table,
+            "agent:test:pooled",
+            "1500",
+            "pool",
+            name
+          ])
           assert.match(yield* holder.nextLine(0, 15_000), /^acquired \d+$/)
           yield* sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${name}`
           yield* Effect.sleep("2500 millis")

@@ -85,7 +85,9 @@ const isRoot = process.getuid?.() === 0
 
 /** Runs a PostgreSQL binary as the server's owner: `postgres` when we are root. */
 const asOwner = (file: string, args: ReadonlyArray<string>) =>
-  isRoot ? run("runuser", ["-u", "postgres", "--", file, ...args], { timeout: 90_000 }) : run(file, args, { timeout: 90_000 })
+  isRoot
+    ? run("runuser", ["-u", "postgres", "--", file, ...args], { timeout: 90_000 })
+    : run(file, args, { timeout: 90_000 })
 
 const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
 
@@ -98,7 +100,14 @@ const startPrivate = async (bindir: string) => {
     await chown(dir, uid, gid)
   }
   const data = join(dir, "data")
-  await asOwner(join(bindir, "initdb"), ["-D", data, "--username=postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"])
+  await asOwner(join(bindir, "initdb"), [
+    "-D",
+    data,
+    "--username=postgres",
+    "--auth=trust",
+    "--encoding=UTF8",
+    "--no-locale"
+  ])
 
   let port = 0
   let lastError: unknown
@@ -125,7 +134,8 @@ const startPrivate = async (bindir: string) => {
   // If this process dies without its teardown, the watcher still stops the server and removes its files.
   const watcher = spawn("sh", [
     "-c",
-    `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; ${stopCommand.map(shellQuote).join(" ")} >/dev/null 2>&1; rm -rf ${shellQuote(dir)}`
+    `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; ` +
+    `${stopCommand.map(shellQuote).join(" ")} >/dev/null 2>&1; rm -rf ${shellQuote(dir)}`
   ], { detached: true, stdio: "ignore" })
   watcher.unref()
 
@@ -154,7 +164,8 @@ export default async function setup(): Promise<(() => Promise<void>) | undefined
   }
   const bindir = await findBindir()
   if (bindir === undefined) {
-    process.env[unavailableVariable] = "no server answers on 127.0.0.1:55432 and no PostgreSQL binaries are installed " +
+    process.env[unavailableVariable] =
+      "no server answers on 127.0.0.1:55432 and no PostgreSQL binaries are installed " +
       "(looked in /usr/lib/postgresql/*/bin and `pg_config --bindir`)"
     return undefined
   }
