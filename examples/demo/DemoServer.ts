@@ -68,7 +68,12 @@ export const layer = (settings: Settings) =>
         return DemoAddress.of({ url: `http://${settings.host}:${port}`, port, lockDirectory: directory })
       })
     )
-    const http = HttpRouter.serve(HttpApi.routes, { disableListenLog: true, disableLogger: true }).pipe(
+    const http = HttpRouter.serve(HttpApi.routes, {
+      disableListenLog: true,
+      disableLogger: true,
+      // Keys may be 512 characters, percent-encoded in the path: let the handler judge them.
+      routerConfig: { maxParamLength: 8192 }
+    }).pipe(
       Layer.provideMerge(NodeHttpServer.layer(createServer, {
         port: settings.port,
         host: settings.host,

@@ -104,6 +104,10 @@ interface Accepted {
 
 const hogPath = fileURLToPath(new URL("./lockHog.ts", import.meta.url))
 
+/** A liveness warning for event-loop delay (a blocked loop), as opposed to utilisation alone (a busy one). */
+export const isDelayWarning = (event: Of<"diagnostic.liveness.warning">): boolean =>
+  event.reasons.some((reason) => reason !== "event_loop_utilization")
+
 export const run = (options: Options) =>
   Effect.scoped(Effect.gen(function*() {
     const client = yield* HttpClient.HttpClient
@@ -329,7 +333,7 @@ export const run = (options: Options) =>
         ? Math.max(...feed.all().filter(({ event }) => event._tag === "lock.reclaimed").map((r) => r.receivedAt))
         : killedAt
       const succeeded = Option.isSome(done) && done.value.every((e) => e!.outcome === "success")
-      const warnings = ofType(feed.all(), "diagnostic.liveness.warning").length
+      const warnings = ofType(feed.all(), "diagnostic.liveness.warning").filter(isDelayWarning).length
       yield* note(
         "locks",
         `${Option.isSome(reclaimed) ? reclaimed.value.length : 0} locks reclaimed (holder_dead) within ${
@@ -344,7 +348,7 @@ export const run = (options: Options) =>
         title: "lock contention starves the event loop",
         verdict: `${lockedCount} turns waited for locks held by another process; the event loop stayed free: ` +
           `delay p99 <= ${Summary.ms(sample.p99MaxMs)}, max <= ${Summary.ms(sample.maxMs)}, ` +
-          `${warnings} liveness warnings (starved means >= 1s)` +
+          `${warnings} event-loop delay warnings (starved means a delay >= 1s)` +
           (stalledWaiters > 0
             ? `; ${stalledWaiters} waiters passed warn and were reported stalled_agent_run (rule 4), never aborted`
             : ""),
@@ -484,7 +488,11 @@ export const run = (options: Options) =>
       failed,
       failures,
       pace: paceResults,
-      eventLoop: { ...sample, livenessWarnings: ofType(received, "diagnostic.liveness.warning").length },
+      eventLoop: {
+        ...sample,
+        delayWarnings: ofType(received, "diagnostic.liveness.warning").filter(isDelayWarning).length,
+        busyWarnings: ofType(received, "diagnostic.liveness.warning").filter((e) => !isDelayWarning(e)).length
+      },
       durationMs: (yield* Clock.currentTimeMillis) - t0,
       events: received.length
     }

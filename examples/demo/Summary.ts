@@ -32,13 +32,16 @@ export interface PaceResult {
   readonly kept: boolean
 }
 
-/** The event loop while the lock hog held its locks, read from `/metrics`. */
+/** The event loop while the lock hog held its locks, read from `/metrics`, and the liveness warnings of the run. */
 export interface EventLoopReading {
   readonly samples: number
   readonly p99MaxMs: number
   readonly maxMs: number
   readonly utilizationMax: number
-  readonly livenessWarnings: number
+  /** Warnings for an event-loop delay (p99 or max) of 1 s or more: a blocked loop. */
+  readonly delayWarnings: number
+  /** Warnings for utilisation alone (>= 0.95): a busy process, not a blocked one. */
+  readonly busyWarnings: number
 }
 
 export interface Report {
@@ -136,7 +139,8 @@ export const render = (report: Report): string => {
     `event loop while the lock hog held its locks (${loop.samples} reads of /metrics): delay p99 <= ${
       ms(loop.p99MaxMs)
     }, max <= ${ms(loop.maxMs)}, utilisation <= ${loop.utilizationMax.toFixed(2)}; ` +
-      `liveness warnings in the whole run: ${loop.livenessWarnings}`
+      `liveness warnings in the whole run: ${loop.delayWarnings} for delay (a blocked loop), ` +
+      `${loop.busyWarnings} for utilisation alone (a busy process)`
   )
   lines.push(
     `${report.events} events in ${ms(report.durationMs)}: ` +
