@@ -529,7 +529,7 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
     )
   }
 
-  const acquire = Effect.fn("SessionLock.acquire")(function*(
+  const acquireUntraced = Effect.fnUntraced(function*(
     sessionKey: SessionKey.SessionKey,
     options: AcquireOptions = {}
   ): Effect.fn.Return<Lease, AcquireError, Scope.Scope> {
@@ -565,6 +565,13 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
       })
     )
   })
+
+  // A span per acquire, without a captured stack trace: this is the hot path.
+  const acquire = (sessionKey: SessionKey.SessionKey, options?: AcquireOptions) =>
+    Effect.withSpan(acquireUntraced(sessionKey, options), "SessionLock.acquire", {
+      attributes: { "session.lock.backend": backend.name },
+      captureStackTrace: false
+    })
 
   const timeoutError = (
     key: SessionKey.SessionKey,
@@ -621,8 +628,8 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
         yield* takeLocal
       }
 
-      // 2. Poll the backend within the budget.
-      const step = yield* Schedule.toStep(opts.retry)
+      // 2. Poll the backend within the budget (the schedule is started on the first wait).
+      let step: ((now: number, holder: LockHolder) => Effect.Effect<[unknown, Duration.Duration], unknown>) | undefined
       const ownerId = `${instance}-${(++counter).toString(36)}`
       let attempts = 0
       let reclaimed = false
@@ -699,6 +706,7 @@ export const make = Effect.fnUntraced(function*(backend: Backend) {
         }
 
         const now = clock.currentTimeMillisUnsafe()
+        step ??= yield* Schedule.toStep(opts.retry)
         const delay = yield* Effect.exit(step(now, last?.holder ?? { status: "unknown" }))
         const delayMs = Exit.isSuccess(delay) ? Duration.toMillis(delay.value[1]) : undefined
         const wait = delayMs === undefined ? undefined : lease.nextWait(delayMs, now, deadline)

@@ -159,7 +159,8 @@ export const makeContext = Effect.fnUntraced(function*(options: {
       })
     }
   }
-  return { host, startTime, graceMs, context }
+  const now = () => clock.currentTimeMillisUnsafe()
+  return { host, startTime, graceMs, now, context }
 })
 
 const toObservation = (verdict: lockFile.Verdict): SessionLock.Observation => ({
@@ -186,7 +187,17 @@ export const makeBackend = Effect.fnUntraced(function*(options: Options) {
   const holds = new Map<string, lockFile.Held>()
   const fence = lockFile.makeFenceLog()
   yield* Effect.addFinalizer(() => Effect.promise(() => fence.close()))
-  const pathsOf = (key: SessionKey.SessionKey) => lockFile.pathsOf(directory, SessionKey.toFileName(key))
+  // Encoding a key hashes it: remember the paths of recently used keys.
+  const pathCache = new Map<SessionKey.SessionKey, lockFile.Paths>()
+  const pathsOf = (key: SessionKey.SessionKey) => {
+    let found = pathCache.get(key)
+    if (found === undefined) {
+      if (pathCache.size >= 1024) pathCache.clear()
+      found = lockFile.pathsOf(directory, SessionKey.toFileName(key))
+      pathCache.set(key, found)
+    }
+    return found
+  }
 
   // Reads and judges whatever holds the lock now.
   const observe = async (paths: lockFile.Paths) => {
@@ -211,7 +222,7 @@ export const makeBackend = Effect.fnUntraced(function*(options: Options) {
             createdAt: Math.max(0, Math.floor(request.now)),
             maxHoldMs: Math.floor(request.maxHoldMs),
             leaseMs
-          }))
+          }), world)
           if (created._tag === "Created") {
             holds.set(request.ownerId, created.held)
             return { _tag: "Acquired", token: created.token }
@@ -282,7 +293,7 @@ export const makeBackend = Effect.fnUntraced(function*(options: Options) {
     const hold = holdOf(held)
     if (hold === undefined) return Effect.succeed(lostUnknown)
     return Effect.tryPromise({
-      try: () => lockFile.checkCurrent(paths.lock, hold.identity, held.ownerId, held.token),
+      try: () => lockFile.checkCurrent(paths.lock, hold, held.ownerId, held.token),
       catch: toIoError("check lease", paths.lock)
     }).pipe(Effect.map((lost): SessionLock.LeaseCheck =>
       lost === undefined ? { _tag: "Current" } : { _tag: "Lost", reason: lost }

@@ -170,12 +170,6 @@ const fdStat = (fd: number) =>
 const fdClose = (fd: number) => new Promise<void>((resolve) => fs.close(fd, () => resolve()))
 const fdUtimes = (fd: number, seconds: number) =>
   new Promise<void>((resolve, reject) => fs.futimes(fd, seconds, seconds, (e) => (e ? reject(e) : resolve())))
-const pathLstat = (path: string) =>
-  new Promise<BigIntStats | undefined>((resolve, reject) =>
-    fs.lstat(path, { bigint: true }, (e, stats) =>
-      e ? (e.code === "ENOENT" ? resolve(undefined) : reject(e)) : resolve(stats)
-    )
-  )
 const pathUnlink = (path: string) =>
   new Promise<boolean>((resolve, reject) =>
     fs.unlink(path, (e) => (e ? (e.code === "ENOENT" ? resolve(false) : reject(e)) : resolve(true)))
@@ -372,7 +366,7 @@ const fenceByte = Buffer.from("\n")
 /**
  * The fence logs of one backend, kept open (at most `capacity`, least
  * recently used closed first) so that taking a token costs one append and
- * two stats.
+ * one stat.
  *
  * @internal
  */
@@ -389,8 +383,6 @@ export interface FenceLog {
 
 interface OpenFence {
   readonly fd: number
-  readonly dev: bigint
-  readonly ino: bigint
   users: number
 }
 
@@ -431,7 +423,7 @@ export const makeFenceLog = (capacity = 128): FenceLog => {
       await fdClose(fd)
       return raced
     }
-    const fence: OpenFence = { fd, dev: stats.dev, ino: stats.ino, users: 0 }
+    const fence: OpenFence = { fd, users: 0 }
     opened.set(path, fence)
     evict()
     return fence
@@ -443,10 +435,10 @@ export const makeFenceLog = (capacity = 128): FenceLog => {
       let size: number | undefined
       try {
         await fdWrite(fence.fd, fenceByte, null)
-        // The size after our append is the token; the path must still name the
-        // log we appended to (a log removed or replaced meanwhile is reopened).
-        const [stats, current] = await Promise.all([fdStat(fence.fd), pathLstat(path)])
-        if (current !== undefined && current.dev === fence.dev && current.ino === fence.ino) size = Number(stats.size)
+        // The size after our append is the token. A log removed or replaced
+        // since it was opened has no link left: reopen it and append again.
+        const stats = await fdStat(fence.fd)
+        if (stats.nlink > 0n) size = Number(stats.size)
       } finally {
         fence.users--
       }
@@ -464,14 +456,23 @@ export const makeFenceLog = (capacity = 128): FenceLog => {
 }
 
 /**
- * A lock held by this process: its inode identity and its descriptor (kept
- * open while held; closed on release).
+ * A lock held by this process: its descriptor (kept open while held; closed
+ * on release) and its inode identity, read when first needed.
  *
  * @internal
  */
 export interface Held {
-  readonly identity: Identity
   readonly fd: number
+  identity: Identity | undefined
+}
+
+/** @internal */
+export const identityOf = async (held: Held): Promise<Identity> => {
+  if (held.identity === undefined) {
+    const stats = await fdStat(held.fd)
+    held.identity = { dev: stats.dev, ino: stats.ino }
+  }
+  return held.identity
 }
 
 /**
@@ -484,20 +485,27 @@ export type Created =
   | { readonly _tag: "Exists" }
 
 /**
- * Creates the lock exclusively, takes the next token from the fence log,
- * then writes the payload while checking that the file created is still
- * linked (a holder stalled past the grace period between creation and
- * payload could have been reclaimed; it must not believe it holds the lock).
- * Lock files are never renamed or linked by the protocol, so a link count of
- * one means the file is still at its path.
+ * Creates the lock exclusively, takes the next token from the fence log and
+ * writes the payload.
+ *
+ * Until its payload is written, a new lock can only be reclaimed as
+ * unreadable, and only once it is older than the grace period. So when the
+ * whole creation took less than half the grace period, nobody can have
+ * removed it meanwhile; otherwise the lock is checked to be still linked (a
+ * holder stalled that long could have been reclaimed, and must not believe
+ * it holds the lock nor use its token). Lock files are never renamed or
+ * linked by the protocol, so a link count of one means the file is still at
+ * its path.
  *
  * @internal
  */
 export const create = async (
   paths: Paths,
   fence: FenceLog,
-  payloadFor: (token: number) => Payload
+  payloadFor: (token: number) => Payload,
+  timing: { readonly now: () => number; readonly graceMs: number }
 ): Promise<Created> => {
+  const started = timing.now()
   let fd: number
   try {
     fd = await fdOpen(paths.lock, createFlags, 0o600)
@@ -505,18 +513,22 @@ export const create = async (
     if (errorCode(error) === "EEXIST") return { _tag: "Exists" }
     throw error
   }
-  let identity: Identity | undefined
+  const held: Held = { fd, identity: undefined }
   try {
     const token = await fence.append(paths.fence)
-    const bytes = encodePayload(payloadFor(token))
-    const [, stats] = await Promise.all([fdWrite(fd, bytes, 0), fdStat(fd)])
-    identity = { dev: stats.dev, ino: stats.ino }
-    if (stats.nlink !== 1n) {
-      await fdClose(fd)
-      return { _tag: "Exists" }
+    await fdWrite(fd, encodePayload(payloadFor(token)), 0)
+    const elapsed = timing.now() - started
+    if (elapsed < 0 || elapsed >= timing.graceMs / 2) {
+      const stats = await fdStat(fd)
+      held.identity = { dev: stats.dev, ino: stats.ino }
+      if (stats.nlink !== 1n) {
+        await fdClose(fd)
+        return { _tag: "Exists" }
+      }
     }
-    return { _tag: "Created", token, held: { identity, fd } }
+    return { _tag: "Created", token, held }
   } catch (error) {
+    const identity = await identityOf(held).catch(() => undefined)
     await fdClose(fd)
     if (identity !== undefined) await unlinkIfSame(paths.lock, identity).catch(() => undefined)
     else await unlinkIfEmpty(paths.lock).catch(() => undefined)
@@ -531,13 +543,19 @@ export const create = async (
  * @internal
  */
 export const release = async (path: string, held: Held): Promise<boolean> => {
+  let stats
   try {
-    const stats = await fdStat(held.fd)
-    if (stats.nlink !== 1n) return false
-    return await pathUnlink(path)
-  } finally {
+    stats = await fdStat(held.fd)
+  } catch (error) {
     await fdClose(held.fd)
+    throw error
   }
+  if (stats.nlink !== 1n) {
+    await fdClose(held.fd)
+    return false
+  }
+  const [removed] = await Promise.all([pathUnlink(path), fdClose(held.fd)])
+  return removed
 }
 
 /**
@@ -592,7 +610,7 @@ export const checkIdentity = async (path: string, identity: Identity): Promise<s
  * @internal
  */
 export const refresh = async (path: string, held: Held, nowMs: number): Promise<string | undefined> => {
-  const lost = await checkIdentity(path, held.identity)
+  const lost = await checkIdentity(path, await identityOf(held))
   if (lost !== undefined) return lost
   // Through our own descriptor: the path is never followed.
   await fdUtimes(held.fd, nowMs / 1000)
@@ -606,11 +624,11 @@ export const refresh = async (path: string, held: Held, nowMs: number): Promise<
  */
 export const checkCurrent = async (
   path: string,
-  identity: Identity,
+  held: Held,
   ownerId: string,
   token: number
 ): Promise<string | undefined> => {
-  const entry = await readEntry(path)
+  const [identity, entry] = await Promise.all([identityOf(held), readEntry(path)])
   if (entry._tag === "Missing") return "the lock file is gone (released or reclaimed)"
   if (entry._tag === "NotRegular") return `a ${entry.kind} now sits at the lock's path`
   if (entry.dev !== identity.dev || entry.ino !== identity.ino) return "the lock file was replaced by another holder's"
