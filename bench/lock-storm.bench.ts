@@ -47,8 +47,10 @@ const unrelatedSession = (deadline: number, counter: { turns: number }) =>
   })
 
 // Runs the unrelated sessions for `ms` while `histogram` samples the event
-// loop; the storm (if any) starts once the histogram has taken its first
-// samples, and is stopped after the slice. Returns the turns completed.
+// loop. The storm (if any) starts once the histogram has taken its first
+// samples, so its waiters' arrival counts, and settles for 20 ms (every waiter
+// has made its first attempt) before the sessions start; it is stopped after
+// the slice. Returns the turns completed, and how long starting the storm took.
 const slice = (
   ms: number,
   histogram: Histogram,
@@ -57,7 +59,10 @@ const slice = (
   Effect.gen(function*() {
     histogram.enable()
     yield* Effect.sleep("5 millis")
+    const arrival = performance.now()
     storm?.start()
+    const arrivalMs = performance.now() - arrival
+    yield* Effect.sleep("20 millis")
     const counter = { turns: 0 }
     const deadline = performance.now() + ms
     yield* Effect.forEach(
@@ -67,7 +72,7 @@ const slice = (
     )
     histogram.disable()
     if (storm !== undefined) yield* Effect.promise(storm.stop)
-    return counter.turns
+    return { turns: counter.turns, arrivalMs }
   })
 
 const startHolder = (directory: string, key: string, started: Array<ChildProcess>) =>
@@ -140,15 +145,22 @@ const suite: Suite = {
       await Effect.runPromise(slice(300, monitorEventLoopDelay({ resolution: 1 }), undefined)) // warm up
       let none = 0
       let storm = 0
+      let arrivalMs = 0
       // Short alternating slices (A-B-B-A), so that drift and noise weigh on both sides alike.
       for (let pair = 0; pair < slices; pair++) {
         const order = pair % 2 === 0 ? [false, true] : [true, false]
         for (const withStorm of order) {
-          if (withStorm) storm += await Effect.runPromise(slice(sliceMs, stormy, ourStorm(lock)()))
-          else none += await Effect.runPromise(slice(sliceMs, idle, undefined))
+          if (withStorm) {
+            const result = await Effect.runPromise(slice(sliceMs, stormy, ourStorm(lock)()))
+            storm += result.turns
+            arrivalMs = Math.max(arrivalMs, result.arrivalMs)
+          } else {
+            none += (await Effect.runPromise(slice(sliceMs, idle, undefined))).turns
+          }
         }
       }
-      const fieldTurns = await Effect.runPromise(slice(sliceMs, field, fieldStorm()))
+      const fieldResult = await Effect.runPromise(slice(sliceMs, field, fieldStorm()))
+      const fieldTurns = fieldResult.turns
       log(`  turns: no storm ${none}, storm ${storm} (${slices} slices of ${sliceMs} ms each), field storm ${fieldTurns} (1 slice)`)
       const ms = (ns: number) => ns / 1e6
       return {
@@ -159,7 +171,9 @@ const suite: Suite = {
         storm_baseline_event_loop_p99_ms: ms(field.percentile(99)),
         storm_baseline_unrelated_throughput_ratio: fieldTurns / (none / slices),
         storm_no_storm_event_loop_p99_ms: ms(idle.percentile(99)),
-        storm_no_storm_event_loop_max_ms: ms(idle.max)
+        storm_no_storm_event_loop_max_ms: ms(idle.max),
+        storm_waiters_arrival_ms: arrivalMs,
+        storm_baseline_waiters_arrival_ms: fieldResult.arrivalMs
       }
     } finally {
       await runtime.dispose()
