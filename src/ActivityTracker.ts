@@ -271,39 +271,38 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       ))
     })
 
-  const publishAll = (drafts: ReadonlyArray<DiagnosticEvent.Draft>): Effect.Effect<void> => {
+  // Every transition publishes its events in the same synchronous step as the
+  // state change, so no other fiber runs (or interrupts) in between: the bus
+  // sees the changes in the order they happened, and none goes unreported.
+  const emit = (drafts: ReadonlyArray<DiagnosticEvent.Draft>): void => {
     notify(drafts)
-    return drafts.length === 0
-      ? Effect.void
-      : drafts.length === 1
-      ? Effect.asVoid(bus.publish(drafts[0]!))
-      : Effect.forEach(drafts, bus.publish, { discard: true })
+    for (const draft of drafts) bus.publishUnsafe(draft)
   }
 
   const register = (sessionKey: SessionKey, runId: string | undefined) =>
     Effect.gen(function*() {
       const parent = yield* Effect.serviceOption(CurrentRun)
       const fiber = yield* Effect.fiber
+      const id = runId ?? `run-${++runCounter}`
+      if (state.runs.has(id)) {
+        return yield* Effect.die(new Error(`run id ${id} is already registered`))
+      }
       const owner: State.Owner = {
-        runId: runId ?? `run-${++runCounter}`,
+        runId: id,
         sessionKey,
         parentRunId: Option.isSome(parent) ? parent.value.runId : undefined,
         startedAt: now(),
-        startSeq: yield* bus.watermark,
+        startSeq: 0,
         completedCalls: new Set(),
         evictedCalls: new Map(),
         isDone: () => fiber.pollUnsafe() !== undefined
       }
-      if (state.runs.has(owner.runId)) {
-        return yield* Effect.die(new Error(`run id ${owner.runId} is already registered`))
-      }
-      const started = yield* bus.publish(State.registerOwner(state, owner, owner.startedAt))
-      owner.startSeq = started.seq
+      owner.startSeq = bus.publishUnsafe(State.registerOwner(state, owner, owner.startedAt)).seq
       return CurrentRun.of({ sessionKey, runId: owner.runId })
     })
 
   const deregister = (run: Context.Service.Shape<typeof CurrentRun>, exit: Exit.Exit<unknown, unknown>) =>
-    Effect.flatMap(bus.watermark, (cutoff) => publishAll(State.endOwner(state, run.runId, outcomeOf(exit), now(), cutoff)))
+    Effect.sync(() => emit(State.endOwner(state, run.runId, outcomeOf(exit), now(), bus.watermarkUnsafe())))
 
   const run = <A, E, R>(
     sessionKey: SessionKey,
@@ -319,57 +318,66 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const owner = (sessionKey: SessionKey, ownerOptions?: { readonly runId?: string | undefined }) =>
     Effect.acquireRelease(register(sessionKey, ownerOptions?.runId), deregister)
 
+  // The hot path (two per tool call): the acquire reads the run from the
+  // context and opens the marker, the release closes it; each publishes its
+  // event in the same synchronous step.
+  const openStructured = (
+    current: Context.Service.Shape<typeof CurrentRun>,
+    kind: DiagnosticEvent.MarkerKind,
+    name: string,
+    callId: string | undefined
+  ): State.Marker => {
+    const t = now()
+    const marker: State.Marker = {
+      markerId: `m-${++markerCounter}`,
+      // Only a caller-given call id makes a structured marker addressable by reported signals.
+      lookup: callId === undefined ? "" : State.lookupKey(current.runId, kind, callId),
+      sessionKey: current.sessionKey,
+      runId: current.runId,
+      kind,
+      source: "structured",
+      name,
+      startedAt: t,
+      openedSeq: 0,
+      lastProgressAt: t
+    }
+    marker.openedSeq = bus.publishUnsafe(State.openMarker(state, marker, t), t).seq
+    return marker
+  }
+  const closeStructured = (marker: State.Marker, exit: Exit.Exit<unknown, unknown>): void => {
+    const t = now()
+    const closed = State.closeMarker(state, marker, outcomeOf(exit), t)
+    if (closed === undefined) return
+    if (waiters.size > 0) notify([closed])
+    bus.publishUnsafe(closed, t)
+  }
+
   const structured = <A, E, R>(
     kind: DiagnosticEvent.MarkerKind,
     name: string,
     callId: string | undefined,
     effect: Effect.Effect<A, E, R>
   ): Effect.Effect<A, E, R | CurrentRun> =>
-    Effect.flatMap(CurrentRun, (current) =>
-      Effect.acquireUseRelease(
-        Effect.suspend(() => {
-          const t = now()
-          const markerId = `m-${++markerCounter}`
-          const marker: State.Marker = {
-            markerId,
-            lookup: State.lookupKey(current.runId, kind, callId ?? markerId),
-            sessionKey: current.sessionKey,
-            runId: current.runId,
-            kind,
-            source: "structured",
-            name,
-            startedAt: t,
-            openedSeq: 0,
-            lastProgressAt: t
-          }
-          return Effect.map(bus.publish(State.openMarker(state, marker, t)), (opened) => {
-            marker.openedSeq = opened.seq
-            return marker
-          })
-        }),
-        () => effect,
-        (marker, exit) =>
-          Effect.suspend(() => {
-            const closed = State.closeMarker(state, marker, outcomeOf(exit), now())
-            return closed === undefined ? Effect.void : publishAll([closed])
-          })
-      ))
+    Effect.acquireUseRelease(
+      Effect.contextWith((context: Context.Context<CurrentRun>) =>
+        Effect.succeed(openStructured(Context.get(context, CurrentRun), kind, name, callId))
+      ),
+      () => effect,
+      (marker, exit) => Effect.sync(() => closeStructured(marker, exit))
+    )
 
   const report = (input: unknown): Effect.Effect<SignalResult, InvalidSignal> =>
     Effect.suspend(() => {
       const decoded = decodeSignal(input)
-      if (Result.isFailure(decoded)) {
-        const error = classifyInvalid(input, decoded.failure.message)
+      const reject = (error: InvalidSignal) => {
         state.counters.ignored++
-        return bus.publish({ _tag: "session.activity.signal_ignored", reason: error.reason, detail: error.detail })
-          .pipe(Effect.andThen(Effect.fail(error)))
+        bus.publishUnsafe({ _tag: "session.activity.signal_ignored", reason: error.reason, detail: error.detail })
+        return Effect.fail(error)
       }
+      if (Result.isFailure(decoded)) return reject(classifyInvalid(input, decoded.failure.message))
       const signal = decoded.success
       if (signal.type !== "progress" && (signal.kind === undefined || signal.callId === undefined)) {
-        const error = new InvalidSignal({ reason: "malformed", detail: `${signal.type} needs kind and callId` })
-        state.counters.ignored++
-        return bus.publish({ _tag: "session.activity.signal_ignored", reason: error.reason, detail: error.detail })
-          .pipe(Effect.andThen(Effect.fail(error)))
+        return reject(new InvalidSignal({ reason: "malformed", detail: `${signal.type} needs kind and callId` }))
       }
       const t = now()
       const [result, drafts] = signal.type === "started"
@@ -396,25 +404,26 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           callId: signal.callId,
           reason: signal.reason ?? "progress"
         }, t)
-      return Effect.as(publishAll(drafts), result)
+      emit(drafts)
+      return Effect.succeed(result)
     })
 
   const progress = (reason: string): Effect.Effect<void, never, CurrentRun> =>
     Effect.flatMap(CurrentRun, (current) =>
-      Effect.suspend(() => {
+      Effect.sync(() => {
         const session = state.sessions.get(current.sessionKey)
-        if (session === undefined) return Effect.void
+        if (session === undefined) return
         const t = now()
         State.touch(session, t, reason)
         for (const marker of session.markers.values()) {
           if (marker.runId === current.runId) marker.lastProgressAt = t
         }
-        return Effect.asVoid(bus.publish({
+        bus.publishUnsafe({
           _tag: "session.activity.progress",
           sessionKey: current.sessionKey,
           reason,
           terminal: State.isTerminalReason(reason)
-        }))
+        })
       }))
 
   return ActivityTracker.of({
@@ -427,19 +436,20 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     nextSeq: bus.nextSeq,
     awaitMarkersChange,
     evictForRecovery: (sessionKey, evictOptions) =>
-      Effect.suspend(() => {
+      Effect.sync(() => {
         const drafts = State.evictForRecovery(state, sessionKey, evictOptions.cutoff, now(), evictOptions.runIds)
+        emit(drafts)
         const eviction = drafts.find((d) => d._tag === "session.activity.evicted")
-        return Effect.as(publishAll(drafts), {
+        return {
           evictedTools: eviction?._tag === "session.activity.evicted" ? eviction.evictedTools : 0,
           evictedModelCalls: eviction?._tag === "session.activity.evicted" ? eviction.evictedModelCalls : 0
-        })
+        }
       }),
-    sweep: Effect.flatMap(bus.watermark, (cutoff) =>
-      Effect.suspend(() => {
-        const drafts = State.sweep(state, now(), cutoff, forgetAfterMs)
-        return Effect.as(publishAll(drafts), drafts.length)
-      })),
+    sweep: Effect.sync(() => {
+      const drafts = State.sweep(state, now(), bus.watermarkUnsafe(), forgetAfterMs)
+      emit(drafts)
+      return drafts.length
+    }),
     snapshot: (sessionKey) =>
       Effect.sync(() => {
         const session = state.sessions.get(sessionKey)

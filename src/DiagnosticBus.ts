@@ -10,12 +10,21 @@
  * per `dropReportInterval` per subscriber. Memory is bounded by `capacity`
  * events however many publishers there are and however stuck a subscriber is.
  *
+ * Delivery: a publish never runs subscriber code. A subscriber that waits for
+ * events is set going on its own scheduler turn, where it takes every event
+ * that arrived meanwhile as one batch, in `seq` order. `publishUnsafe` lets a
+ * service change its state and publish the event saying so in one synchronous
+ * step, so events are stamped in the order the changes happened.
+ *
  * The same sequence numbers are handed out by {@link DiagnosticBus} `nextSeq`
  * to number reported activity signals, so a signal's number and the watermark
  * recorded at a teardown are comparable (fencing).
  *
  * @since 0.1.0
  */
+import * as Arr from "effect/Array"
+import * as Cause from "effect/Cause"
+import * as Channel from "effect/Channel"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -79,10 +88,20 @@ export interface Stats {
 export class DiagnosticBus extends Context.Service<DiagnosticBus, {
   /** Stamps a draft with the next `seq` and the current time, and publishes it. Never waits. */
   readonly publish: (draft: DiagnosticEvent.Draft) => Effect.Effect<DiagnosticEvent.DiagnosticEvent>
+  /**
+   * `publish`, synchronously: for a caller that must change its state and
+   * publish the event saying so in one step, so that no other fiber can run
+   * (or interrupt it) in between, and subscribers see events in the order
+   * the changes happened. `at` is the time of the change, when the caller
+   * has just read it from the same `Clock` (by default the bus reads it).
+   */
+  readonly publishUnsafe: (draft: DiagnosticEvent.Draft, at?: number) => DiagnosticEvent.DiagnosticEvent
   /** Allocates a sequence number without publishing (to number a reported signal). */
   readonly nextSeq: Effect.Effect<number>
   /** The last sequence number handed out (0 before the first). */
   readonly watermark: Effect.Effect<number>
+  /** `watermark`, synchronously (see `publishUnsafe`). */
+  readonly watermarkUnsafe: () => number
   /**
    * Subscribes now (nothing published after this call is missed, up to the
    * capacity) and returns the events as a Stream; the subscription ends with
@@ -94,12 +113,28 @@ export class DiagnosticBus extends Context.Service<DiagnosticBus, {
   readonly stats: Effect.Effect<Stats>
 }>()("effect-session-runtime/DiagnosticBus") {}
 
+const prototypes: ReadonlyMap<string, object> = new Map(
+  DiagnosticEvent.DiagnosticEvent.members.map((member) => [member.fields._tag.schema.literal, member.prototype])
+)
+
+// What `DiagnosticEvent.fromDraft` builds (the draft's fields and the stamp over
+// the event class's prototype), at a third of its cost: this runs for every
+// event, and its object rest/spread was the largest single cost of a marker.
+const stamp = (draft: DiagnosticEvent.Draft, seq: number, ts: number): DiagnosticEvent.DiagnosticEvent => {
+  const event = Object.assign(Object.create(prototypes.get(draft._tag)!), draft)
+  event.seq = seq
+  event.ts = ts
+  return event
+}
+
 interface Subscriber {
   readonly name: string
   readonly subscription: PubSub.Subscription<DiagnosticEvent.DiagnosticEvent>
   dropped: number
   unreported: number
   lastReportAt: number
+  /** Set while the subscriber waits for events: resumes it on its own scheduler turn. */
+  wake: (() => void) | undefined
 }
 
 /**
@@ -111,19 +146,34 @@ interface Subscriber {
 export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const capacity = Math.max(1, Math.floor(options.capacity ?? 4096))
   const reportEveryMs = Duration.toMillis(Duration.fromInputUnsafe(options.dropReportInterval ?? "1 second"))
+  const subscribers = new Set<Subscriber>()
+  let sleeping = 0 // subscribers with `wake` set
+  const wakeAll = (): void => {
+    if (sleeping === 0) return
+    for (const sub of subscribers) {
+      const wake = sub.wake
+      if (wake === undefined) continue
+      sub.wake = undefined
+      sleeping--
+      wake()
+    }
+  }
   const hub = yield* Effect.acquireRelease(
     PubSub.sliding<DiagnosticEvent.DiagnosticEvent>({ capacity }),
-    PubSub.shutdown
+    // Subscribers already woken take what is pending first; then waiting ones
+    // wake up to find the bus shut down, and end.
+    (hub) => Effect.yieldNow.pipe(Effect.andThen(PubSub.shutdown(hub)), Effect.andThen(Effect.sync(wakeAll)))
   )
   const clock = yield* Clock.Clock
-  const subscribers = new Set<Subscriber>()
   let seq = 0
   let published = 0
   let droppedTotal = 0
   let anonymous = 0
 
-  // Counts, before an event goes in, which subscribers will lose their oldest event.
+  // Counts, before an event goes in, which subscribers will lose their oldest event
+  // (only when the PubSub is full: some subscriber is `capacity` behind).
   const countSurplus = (now: number): ReadonlyArray<Subscriber> | undefined => {
+    if (!hub.pubsub.isFull()) return undefined
     let due: Array<Subscriber> | undefined
     for (const sub of subscribers) {
       const backlog = PubSub.remainingUnsafe(sub.subscription)
@@ -136,29 +186,38 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     return due
   }
 
-  const offer = (draft: DiagnosticEvent.Draft): Effect.Effect<DiagnosticEvent.DiagnosticEvent> =>
-    Effect.suspend(() => {
-      const now = clock.currentTimeMillisUnsafe()
-      const event = DiagnosticEvent.fromDraft(draft, ++seq, now)
-      published++
-      const due = subscribers.size === 0 ? undefined : countSurplus(now)
-      const sent = PubSub.publish(hub, event)
-      if (due === undefined) return Effect.as(sent, event)
-      return sent.pipe(
-        Effect.andThen(Effect.forEach(due, (sub) => {
-          const dropped = sub.unreported
-          sub.unreported = 0
-          sub.lastReportAt = now
-          return offer({
-            _tag: "diagnostic.events.dropped",
-            subscriber: sub.name,
-            dropped,
-            totalDropped: sub.dropped
-          })
-        }, { discard: true })),
-        Effect.as(event)
-      )
-    })
+  // The sliding strategy of `PubSub.publish`, synchronously: when a subscriber
+  // is `capacity` behind, its oldest event makes room for the new one.
+  const enqueue = (event: DiagnosticEvent.DiagnosticEvent): void => {
+    if (PubSub.publishUnsafe(hub, event)) return
+    if (PubSub.isShutdownUnsafe(hub) || Option.isSome(hub.ended.current)) return
+    do hub.pubsub.slide()
+    while (!hub.pubsub.publish(event))
+    hub.strategy.completeSubscribersUnsafe(hub.pubsub, hub.subscribers)
+  }
+
+  const publishUnsafe = (draft: DiagnosticEvent.Draft, at?: number): DiagnosticEvent.DiagnosticEvent => {
+    const now = at ?? clock.currentTimeMillisUnsafe()
+    const event = stamp(draft, ++seq, now)
+    published++
+    const due = subscribers.size === 0 ? undefined : countSurplus(now)
+    enqueue(event)
+    wakeAll()
+    if (due !== undefined) {
+      for (const sub of due) {
+        const dropped = sub.unreported
+        sub.unreported = 0
+        sub.lastReportAt = now
+        publishUnsafe({
+          _tag: "diagnostic.events.dropped",
+          subscriber: sub.name,
+          dropped,
+          totalDropped: sub.dropped
+        })
+      }
+    }
+    return event
+  }
 
   const subscribe = (subscribeOptions?: { readonly name?: string | undefined }) =>
     Effect.gen(function*() {
@@ -168,17 +227,44 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         subscription,
         dropped: 0,
         unreported: 0,
-        lastReportAt: Number.NEGATIVE_INFINITY
+        lastReportAt: Number.NEGATIVE_INFINITY,
+        wake: undefined
       }
       subscribers.add(sub)
-      yield* Effect.addFinalizer(() => Effect.sync(() => subscribers.delete(sub)))
-      return Stream.fromSubscription(subscription)
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          if (sub.wake !== undefined) sleeping--
+          sub.wake = undefined
+          subscribers.delete(sub)
+        })
+      )
+      // Waits without a PubSub poller: completing one would run the subscriber
+      // inside the publisher's call, once per event. Instead a publish sets the
+      // subscriber going on its own scheduler turn, where it takes every event
+      // that arrived meanwhile as one batch.
+      const wait = Effect.callback<void>((resume) => {
+        if (PubSub.isShutdownUnsafe(hub) || subscription.subscription.size() > 0) return resume(Effect.void)
+        sub.wake = () => resume(Effect.yieldNow)
+        sleeping++
+        return Effect.sync(() => {
+          if (sub.wake === undefined) return
+          sub.wake = undefined
+          sleeping--
+        })
+      })
+      const pull: Effect.Effect<Arr.NonEmptyReadonlyArray<DiagnosticEvent.DiagnosticEvent>> = Effect.flatMap(
+        PubSub.takeUpTo(subscription, capacity),
+        (batch) => Arr.isReadonlyArrayNonEmpty(batch) ? Effect.succeed(batch) : Effect.andThen(wait, pull)
+      )
+      return Stream.fromChannel(Channel.fromPull(Effect.succeed(Effect.onInterrupt(pull, () => Cause.done()))))
     })
 
   return DiagnosticBus.of({
-    publish: offer,
+    publish: (draft) => Effect.sync(() => publishUnsafe(draft)),
+    publishUnsafe,
     nextSeq: Effect.sync(() => ++seq),
     watermark: Effect.sync(() => seq),
+    watermarkUnsafe: () => seq,
     subscribe,
     stats: Effect.sync(() => ({
       published,

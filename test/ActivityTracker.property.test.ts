@@ -13,7 +13,7 @@
  * ignored, with exactly one event each.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer } from "effect"
+import { Effect, Exit, Fiber, Layer, Scheduler, Scope } from "effect"
 import fc from "fast-check"
 import * as ActivityTracker from "../src/ActivityTracker.ts"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
@@ -26,7 +26,7 @@ import { collectEvents } from "./utils/events.ts"
 // ---------------------------------------------------------------------------
 
 type Ending = "success" | "fail" | "die" | "interrupt"
-/** inline: in place; fork: a child fiber interrupted when the enclosing body ends; cancel: interrupted after `after` yields. */
+/** inline: in place; fork: a child fiber interrupted when the enclosing body ends; cancel: interrupted after `after` yields (or with the body). */
 type Mode = { readonly _tag: "inline" } | { readonly _tag: "fork" } | { readonly _tag: "cancel"; readonly after: number }
 type StartTiming = "now" | "dup" | "late" | "nowAndLate" | "lateFresh"
 type EndTiming = "now" | "dup" | "late"
@@ -86,10 +86,20 @@ const { step: stepArb, run: runArb } = fc.letrec<{ step: Step; marker: Step; run
 }))
 void stepArb
 
-const scenarioArb: fc.Arbitrary<ReadonlyArray<Top>> = fc.array(
-  fc.record({ session: fc.nat(1), run: runArb }),
-  { minLength: 1, maxLength: 3 }
-)
+interface Scenario {
+  readonly tops: ReadonlyArray<Top>
+  /**
+   * The scheduler's operation budget per fiber slice: small budgets make
+   * fibers give way at almost any step, so other fibers run (and interrupts
+   * land) between any two operations of a transition.
+   */
+  readonly opsBeforeYield: number
+}
+
+const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
+  tops: fc.array(fc.record({ session: fc.nat(1), run: runArb }), { minLength: 1, maxLength: 3 }),
+  opsBeforeYield: fc.constantFrom(3, 7, 20, 2048)
+})
 
 // ---------------------------------------------------------------------------
 // the interpreter
@@ -129,6 +139,8 @@ const exitWith = (ending: Ending, hang: boolean): Effect.Effect<void, string> =>
   ? Effect.die(new Error("bug"))
   : Effect.interrupt
 
+// The bookkeeping is uninterruptible with the call, so that an interrupt cannot
+// fall between a signal taking effect and the test recording its result.
 const report = (world: World, signal: object, after?: (result: ActivityTracker.SignalResult) => void) =>
   world.tracker.report(signal).pipe(
     Effect.tap((result) =>
@@ -137,7 +149,8 @@ const report = (world: World, signal: object, after?: (result: ActivityTracker.S
         after?.(result)
       })
     ),
-    Effect.catchTag("InvalidSignal", (e) => Effect.die(new Error(`generated signal rejected: ${e.message}`)))
+    Effect.catchTag("InvalidSignal", (e) => Effect.die(new Error(`generated signal rejected: ${e.message}`))),
+    Effect.uninterruptible
   )
 
 const deliverStart = (
@@ -161,30 +174,28 @@ const flush = (world: World) =>
     return Effect.forEach(pending, (delivery) => delivery, { discard: true })
   })
 
+// Children are forked into a scope of the body that forks them and are
+// interrupted when it ends (structured concurrency).
 const interpretAll = (world: World, key: SessionKey.SessionKey, steps: ReadonlyArray<Step>) =>
-  Effect.gen(function*() {
-    const children: Array<Fiber.Fiber<unknown, unknown>> = []
-    yield* Effect.forEach(steps, (step) => interpret(world, key, step, children), { discard: true }).pipe(
-      // Children are scoped to the body that forked them (structured concurrency).
-      Effect.ensuring(Effect.suspend(() => Fiber.interruptAll(children)))
-    )
-  })
+  Effect.acquireUseRelease(
+    Scope.make(),
+    (children) => Effect.forEach(steps, (step) => interpret(world, key, step, children), { discard: true }),
+    (children, exit) => Scope.close(children, exit)
+  )
 
 const withMode = (
   effect: Effect.Effect<unknown, unknown, ActivityTracker.CurrentRun>,
   mode: Mode,
-  children: Array<Fiber.Fiber<unknown, unknown>>
+  children: Scope.Scope
 ): Effect.Effect<void, never, ActivityTracker.CurrentRun> => {
   switch (mode._tag) {
     case "inline":
       return Effect.asVoid(Effect.exit(effect))
     case "fork":
-      return Effect.map(Effect.forkChild(effect, { startImmediately: true }), (fiber) => {
-        children.push(fiber)
-      })
+      return Effect.asVoid(Effect.forkIn(effect, children, { startImmediately: true }))
     case "cancel":
       return Effect.gen(function*() {
-        const fiber = yield* Effect.forkChild(effect, { startImmediately: true })
+        const fiber = yield* Effect.forkIn(effect, children, { startImmediately: true })
         for (let i = 0; i < mode.after; i++) yield* Effect.yieldNow
         yield* Fiber.interrupt(fiber)
       })
@@ -220,7 +231,7 @@ const interpret = (
   world: World,
   key: SessionKey.SessionKey,
   step: Step,
-  children: Array<Fiber.Fiber<unknown, unknown>>
+  children: Scope.Scope
 ): Effect.Effect<void, never, ActivityTracker.CurrentRun> => {
   const { tracker, bus } = world
   switch (step._tag) {
@@ -428,18 +439,18 @@ const audit = (
 // the property
 // ---------------------------------------------------------------------------
 
-const runScenario = (scenario: ReadonlyArray<Top>) =>
+const runScenario = (scenario: Scenario) =>
   Effect.gen(function*() {
     const tracker = yield* ActivityTracker.ActivityTracker
     const bus = yield* DiagnosticBus.DiagnosticBus
     const events = yield* collectEvents
     const world: World = { tracker, bus, late: [], ended: new Set(), starts: [], results: [], reportedSeq: new Map() }
     const fibers = yield* Effect.forEach(
-      scenario,
+      scenario.tops,
       (top) =>
         Effect.forkChild(Effect.exit(interpretRun(world, keys[top.session]!, { ...top.run, hang: false })), {
           startImmediately: true
-        })
+        }).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, scenario.opsBeforeYield))
     )
     yield* Fiber.awaitAll(fibers)
     // Quiescence: every run has ended; now deliver whatever was held back.

@@ -37,6 +37,7 @@ export interface Owner {
 
 export interface Marker {
   readonly markerId: string
+  /** `runId/kind/callId`, by which reported signals address it; empty when none can. */
   readonly lookup: string
   readonly sessionKey: SessionKey
   readonly runId: string
@@ -156,7 +157,7 @@ const recordEnded = (state: State, runId: string, sessionKey: SessionKey, cutoff
 
 const removeMarker = (session: SessionActivity, marker: Marker): void => {
   session.markers.delete(marker.markerId)
-  session.byLookup.delete(marker.lookup)
+  if (marker.lookup !== "") session.byLookup.delete(marker.lookup)
 }
 
 const dropIfEmpty = (state: State, session: SessionActivity): void => {
@@ -275,7 +276,7 @@ export const openMarker = (
 ): Draft => {
   const session = sessionOf(state, marker.sessionKey, now)
   session.markers.set(marker.markerId, marker)
-  session.byLookup.set(marker.lookup, marker)
+  if (marker.lookup !== "") session.byLookup.set(marker.lookup, marker)
   state.counters.opened++
   touch(session, now, marker.kind === "tool_call" ? "tool_call_started" : "model_call_started")
   return {
