@@ -7,7 +7,7 @@
  *
  *   npm start                                  # http://127.0.0.1:8787, Ctrl+C to stop
  *   npm start -- --port 0 --warn 5 --abort 15  # a free port, shorter thresholds
- *   npm start -- --scenario seed-failures      # the three failures of DESIGN §1, recovered; exit 0/1
+ *   npm start -- --scenario seed-failures      # the three production failures, recovered; exit 0/1
  *
  * Routes: POST /sessions/:key/messages, GET /sessions, GET /sessions/:key, GET /events (SSE),
  * GET /stability, GET /metrics. The pieces live in examples/demo/.

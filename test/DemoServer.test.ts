@@ -133,7 +133,7 @@ describe("DemoServer", () => {
   })
 
   layer(serverLayer(Settings.scenario), { excludeTestServices: true })("seed-failures scenario", (it) => {
-    it.effect("recovers every failure of DESIGN §1, as /sessions, /events and /metrics show", () =>
+    it.effect("recovers each of the three production failures, as /sessions, /events and /metrics show", () =>
       Effect.gen(function*() {
         const address = yield* DemoServer.DemoAddress
         const api = yield* http

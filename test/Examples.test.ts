@@ -29,7 +29,7 @@ const run = (file: string) =>
 
 // What each example must print: the line that shows it did its job.
 const expected: ReadonlyArray<readonly [string, RegExp]> = [
-  ["01_minimal-runtime.ts", /^reply: search the docs: 3 results$/m],
+  ["01_minimal-runtime.ts", /^turn finished: 3 results$/m],
   ["02_structured-markers.ts", /closed {2}tool_call m-\d+: defect[\s\S]*open markers after the turn: 0/],
   ["03_reported-markers.ts", /evicted 1 \(orphaned_no_owner\)[\s\S]*-> Ignored \(run_ended\)/],
   ["04_file-lock-contention.ts", /fails with LockTimeout: .*held by pid \d+[\s\S]*lock\.reclaimed {2}from pid \d+: holder_dead/],

@@ -1,7 +1,7 @@
 /**
- * The seed-failures scenario: drives the three production failures of
- * DESIGN §1 against a running demo server, over real HTTP, while a few
- * healthy sessions send messages at a fixed pace, and reports what the
+ * The seed-failures scenario: drives the three production failures the
+ * runtime exists to end against a running demo server, over real HTTP, while
+ * a few healthy sessions send messages at a fixed pace, and reports what the
  * runtime saw (the verdict with its evidence) and what recovery did.
  *
  * 1. **Orphaned activity wedges a queue.** A `crash` turn dies while an

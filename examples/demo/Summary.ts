@@ -4,7 +4,7 @@
  */
 import type * as DiagnosticEvent from "../../src/DiagnosticEvent.ts"
 
-/** One failure of DESIGN §1 as the scenario saw it handled. */
+/** One of the three production failures, as the scenario saw it handled. */
 export interface FailureResult {
   readonly id: string
   readonly title: string
@@ -109,7 +109,7 @@ export const render = (report: Report): string => {
   const lines: Array<string> = []
   const rule = "─".repeat(110)
   lines.push("", rule, "summary", rule)
-  lines.push(`${pad("#", 4)}${pad("failure (DESIGN §1)", 92)}result`)
+  lines.push(`${pad("#", 4)}${pad("production failure", 92)}result`)
   for (const failure of report.failures) {
     lines.push(`${pad(failure.id, 4)}${pad(failure.title, 92)}${failure.recovered ? "recovered" : "NOT RECOVERED"}`)
     lines.push(`${" ".repeat(4)}verdict:  ${failure.verdict}`)

@@ -6,10 +6,9 @@
  *
  * Without `--scenario` it serves until stopped (Ctrl+C). With
  * `--scenario seed-failures` it starts the server with short thresholds (on a
- * free port unless `--port` is given), drives the three failures of
- * DESIGN §1 against it over HTTP, prints the timeline and a summary, and
- * exits 0 only if every failure was recovered and every healthy session kept
- * its pace.
+ * free port unless `--port` is given), drives the three production failures
+ * against it over HTTP, prints the timeline and a summary, and exits 0 only if
+ * every failure was recovered and every healthy session kept its pace.
  */
 import { Console, Duration, Effect, Layer, Option } from "effect"
 import { Command, Flag } from "effect/cli"
