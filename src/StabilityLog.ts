@@ -346,7 +346,9 @@ const eventTypes: ReadonlySet<string> = new Set(DiagnosticEvent.eventTypes)
 export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const capacity = options.capacity ?? 1000
   if (!Number.isSafeInteger(capacity) || capacity < 1) {
-    return yield* Effect.die(new RangeError(`StabilityLog capacity must be a positive integer, got ${String(capacity)}`))
+    return yield* Effect.die(
+      new RangeError(`StabilityLog capacity must be a positive integer, got ${String(capacity)}`)
+    )
   }
   const bus = yield* DiagnosticBus
   const state = yield* Ref.make<LogState>({

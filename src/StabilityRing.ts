@@ -74,7 +74,13 @@ const Proto = {
   }
 }
 
-const build = <A>(capacity: number, dropped: number, backing: Array<A>, start: number, end: number): StabilityRing<A> => {
+const build = <A>(
+  capacity: number,
+  dropped: number,
+  backing: Array<A>,
+  start: number,
+  end: number
+): StabilityRing<A> => {
   const ring = Object.create(Proto)
   ring.capacity = capacity
   ring.size = end - start
@@ -209,14 +215,24 @@ const show = (u: unknown): string => {
 }
 
 /**
+ * A checked query with its defaults filled in.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ValidQuery {
+  readonly limit: number
+  readonly type: string | undefined
+  readonly sinceSeq: number | undefined
+}
+
+/**
  * Checks a query and fills in its defaults.
  *
  * @category validation
  * @since 0.1.0
  */
-export const validateQuery = (
-  query: Query | undefined
-): Result.Result<{ readonly limit: number; readonly type: string | undefined; readonly sinceSeq: number | undefined }, InvalidStabilityQuery> => {
+export const validateQuery = (query: Query | undefined): Result.Result<ValidQuery, InvalidStabilityQuery> => {
   const limit = query?.limit ?? defaultQueryLimit
   if (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 || limit > maxQueryLimit) {
     return Result.fail(
@@ -240,7 +256,11 @@ export const validateQuery = (
   const type = query?.type
   if (type !== undefined && (typeof type !== "string" || type.length === 0)) {
     return Result.fail(
-      new InvalidStabilityQuery({ field: "type", value: show(type), rule: "must be a non-empty event type, or left out" })
+      new InvalidStabilityQuery({
+        field: "type",
+        value: show(type),
+        rule: "must be a non-empty event type, or left out"
+      })
     )
   }
   return Result.succeed({ limit, type, sinceSeq })

@@ -26,16 +26,57 @@ import { collectEvents } from "./utils/events.ts"
 // ---------------------------------------------------------------------------
 
 type Ending = "success" | "fail" | "die" | "interrupt"
-/** inline: in place; fork: a child fiber interrupted when the enclosing body ends; cancel: interrupted after `after` yields (or with the body). */
-type Mode = { readonly _tag: "inline" } | { readonly _tag: "fork" } | { readonly _tag: "cancel"; readonly after: number }
+/**
+ * inline: in place; fork: a child fiber interrupted when the enclosing body
+ * ends; cancel: a child fiber interrupted after `after` yields (or with the body).
+ */
+type Mode =
+  | { readonly _tag: "inline" }
+  | { readonly _tag: "fork" }
+  | { readonly _tag: "cancel"; readonly after: number }
 type StartTiming = "now" | "dup" | "late" | "nowAndLate" | "lateFresh"
 type EndTiming = "now" | "dup" | "late"
 
+/** A structured tool/model marker around `body`; `hang` ends it with `Effect.never` where something interrupts it. */
+interface MarkerStep {
+  readonly _tag: "marker"
+  readonly kind: MarkerKind
+  readonly ending: Ending
+  readonly hang: boolean
+  readonly mode: Mode
+  readonly body: ReadonlyArray<Step>
+}
+
+/** A (nested) run around `body`, through `run` or, when `scoped`, through `owner`. */
+interface RunStep {
+  readonly _tag: "run"
+  readonly ending: Ending
+  readonly hang: boolean
+  readonly scoped: boolean
+  readonly mode: Mode
+  readonly body: ReadonlyArray<Step>
+}
+
+interface StartStep {
+  readonly _tag: "start"
+  readonly call: number
+  readonly kind: MarkerKind
+  readonly timing: StartTiming
+}
+
+interface EndStep {
+  readonly _tag: "end"
+  readonly call: number
+  readonly kind: MarkerKind
+  readonly timing: EndTiming
+  readonly outcome: "success" | "failure"
+}
+
 type Step =
-  | { readonly _tag: "marker"; readonly kind: MarkerKind; readonly ending: Ending; readonly hang: boolean; readonly mode: Mode; readonly body: ReadonlyArray<Step> }
-  | { readonly _tag: "run"; readonly ending: Ending; readonly hang: boolean; readonly scoped: boolean; readonly mode: Mode; readonly body: ReadonlyArray<Step> }
-  | { readonly _tag: "start"; readonly call: number; readonly kind: MarkerKind; readonly timing: StartTiming }
-  | { readonly _tag: "end"; readonly call: number; readonly kind: MarkerKind; readonly timing: EndTiming; readonly outcome: "success" | "failure" }
+  | MarkerStep
+  | RunStep
+  | StartStep
+  | EndStep
   | { readonly _tag: "progress"; readonly reported: boolean }
   | { readonly _tag: "yield" }
   | { readonly _tag: "flush" }
@@ -44,7 +85,7 @@ type Step =
 
 interface Top {
   readonly session: number
-  readonly run: Extract<Step, { readonly _tag: "run" }>
+  readonly run: RunStep
 }
 
 const kindArb = fc.constantFrom<MarkerKind>("tool_call", "model_call")
@@ -56,8 +97,25 @@ const modeArb: fc.Arbitrary<Mode> = fc.oneof(
 )
 
 const leafArb: fc.Arbitrary<Step> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ _tag: fc.constant("start" as const), call: fc.nat(1), kind: kindArb, timing: fc.constantFrom<StartTiming>("now", "now", "dup", "late", "nowAndLate", "lateFresh") }) },
-  { weight: 4, arbitrary: fc.record({ _tag: fc.constant("end" as const), call: fc.nat(1), kind: kindArb, timing: fc.constantFrom<EndTiming>("now", "now", "dup", "late"), outcome: fc.constantFrom("success" as const, "failure" as const) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      _tag: fc.constant("start" as const),
+      call: fc.nat(1),
+      kind: kindArb,
+      timing: fc.constantFrom<StartTiming>("now", "now", "dup", "late", "nowAndLate", "lateFresh")
+    })
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      _tag: fc.constant("end" as const),
+      call: fc.nat(1),
+      kind: kindArb,
+      timing: fc.constantFrom<EndTiming>("now", "now", "dup", "late"),
+      outcome: fc.constantFrom("success" as const, "failure" as const)
+    })
+  },
   { weight: 1, arbitrary: fc.record({ _tag: fc.constant("progress" as const), reported: fc.boolean() }) },
   { weight: 2, arbitrary: fc.constant({ _tag: "yield" } as const) },
   { weight: 1, arbitrary: fc.constant({ _tag: "flush" } as const) },
@@ -65,7 +123,7 @@ const leafArb: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ _tag: "recover" } as const) }
 )
 
-const { step: stepArb, run: runArb } = fc.letrec<{ step: Step; marker: Step; run: Extract<Step, { _tag: "run" }> }>((tie) => ({
+const { run: runArb } = fc.letrec<{ step: Step; marker: MarkerStep; run: RunStep }>((tie) => ({
   step: fc.oneof({ depthSize: "small", maxDepth: 3 }, leafArb, tie("marker"), tie("run")),
   marker: fc.record({
     _tag: fc.constant("marker" as const),
@@ -84,7 +142,6 @@ const { step: stepArb, run: runArb } = fc.letrec<{ step: Step; marker: Step; run
     body: fc.array(tie("step"), { maxLength: 5 })
   })
 }))
-void stepArb
 
 interface Scenario {
   readonly tops: ReadonlyArray<Top>
@@ -105,7 +162,10 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
 // the interpreter
 // ---------------------------------------------------------------------------
 
-const keys = [SessionKey.makeUnsafe("agent:main:telegram:direct:1"), SessionKey.makeUnsafe("agent:main:slack:channel:2")]
+const keys = [
+  SessionKey.makeUnsafe("agent:main:telegram:direct:1"),
+  SessionKey.makeUnsafe("agent:main:slack:channel:2")
+]
 
 interface StartRecord {
   readonly runId: string
@@ -155,14 +215,20 @@ const report = (world: World, signal: object, after?: (result: ActivityTracker.S
 
 const deliverStart = (
   world: World,
-  base: { readonly sessionKey: SessionKey.SessionKey; readonly runId: string; readonly kind: MarkerKind; readonly callId: string },
+  base: {
+    readonly sessionKey: SessionKey.SessionKey
+    readonly runId: string
+    readonly kind: MarkerKind
+    readonly callId: string
+  },
   seq: number,
   numberedInBody: boolean
 ) =>
   Effect.suspend(() => {
     const afterEnd = world.ended.has(base.runId)
     return report(world, { ...base, type: "started", seq, name: "shell" }, (result) => {
-      world.starts.push({ runId: base.runId, kind: base.kind, callId: base.callId, seq, numberedInBody, afterEnd, result })
+      const { callId, kind, runId } = base
+      world.starts.push({ runId, kind, callId, seq, numberedInBody, afterEnd, result })
       if (result._tag === "Opened") world.reportedSeq.set(result.markerId, seq)
     })
   })
@@ -202,7 +268,7 @@ const withMode = (
   }
 }
 
-const interpretRun = (world: World, key: SessionKey.SessionKey, step: Extract<Step, { _tag: "run" }>) => {
+const interpretRun = (world: World, key: SessionKey.SessionKey, step: RunStep) => {
   // A run that hangs is only allowed where something will interrupt it.
   const hang = step.hang && step.mode._tag !== "inline"
   const body = Effect.gen(function*() {
@@ -254,7 +320,9 @@ const interpret = (
           yield* deliverStart(world, base, seq, true)
         }
         if (step.timing === "dup") yield* deliverStart(world, base, seq, true)
-        if (step.timing === "late" || step.timing === "nowAndLate") world.late.push(deliverStart(world, base, seq, true))
+        if (step.timing === "late" || step.timing === "nowAndLate") {
+          world.late.push(deliverStart(world, base, seq, true))
+        }
         if (step.timing === "lateFresh") {
           // Numbered only when delivered (after the run ended, if delivered at the end).
           world.late.push(Effect.flatMap(tracker.nextSeq, (fresh) => deliverStart(world, base, fresh, false)))
@@ -352,7 +420,8 @@ const audit = (
       case "session.activity.marker_closed": {
         const marker = open.get(event.markerId)
         if (marker === undefined) {
-          return `marker ${event.markerId} closed at #${event.seq} but it was ${finished.get(event.markerId) ?? "never opened"}`
+          const was = finished.get(event.markerId) ?? "never opened"
+          return `marker ${event.markerId} closed at #${event.seq} but it was ${was}`
         }
         open.delete(event.markerId)
         finished.set(event.markerId, "closed")
@@ -414,13 +483,18 @@ const audit = (
   // Every reported signal is accounted for by exactly one event.
   const count = (tag: ActivityTracker.SignalResult["_tag"]) => world.results.filter((r) => r._tag === tag).length
   if (count("Opened") !== reportedOpened) return `${count("Opened")} Opened results, ${reportedOpened} reported opens`
-  if (count("Fenced") !== fenced || stats.fenced !== fenced) return `${count("Fenced")} Fenced results, ${fenced} fenced events`
-  if (count("Ignored") !== ignored || stats.ignored !== ignored) return `${count("Ignored")} Ignored results, ${ignored} events`
+  if (count("Fenced") !== fenced || stats.fenced !== fenced) {
+    return `${count("Fenced")} Fenced results, ${fenced} fenced events, ${stats.fenced} counted`
+  }
+  if (count("Ignored") !== ignored || stats.ignored !== ignored) {
+    return `${count("Ignored")} Ignored results, ${ignored} signal_ignored events, ${stats.ignored} counted`
+  }
   // A start numbered while its run was alive and delivered after it ended is fenced; none re-arms anything.
   for (const start of world.starts) {
     if (!start.afterEnd) continue
     if (start.numberedInBody && start.result._tag !== "Fenced") {
-      return `start ${start.callId} of ended run ${start.runId} (#${start.seq}) was not fenced: ${JSON.stringify(start.result)}`
+      const result = JSON.stringify(start.result)
+      return `start ${start.callId} of ended run ${start.runId} (#${start.seq}) was not fenced: ${result}`
     }
     if (start.result._tag === "Opened") return `start ${start.callId} of ended run ${start.runId} re-armed a marker`
   }

@@ -26,7 +26,8 @@ const secret = {
   subscriber: "zz-secret-subscriber"
 }
 const secretPid = 9_876_543
-const isSecretText = (text: string) => text.includes("zz-secret") || text.includes("zz_secret") || text.includes(String(secretPid))
+const isSecretText = (text: string) =>
+  text.includes("zz-secret") || text.includes("zz_secret") || text.includes(String(secretPid))
 
 const holder: DiagnosticEvent.LockHolder = {
   pid: secretPid,
@@ -359,7 +360,8 @@ describe("StabilityLog", () => {
     })
 
     it("keeps a progress reason only from the known vocabulary", () => {
-      const reasonOf = (reason: string) => StabilityLog.sanitize(DiagnosticEvent.fromDraft(progress(reason), 1, 0)).reason
+      const reasonOf = (reason: string) =>
+        StabilityLog.sanitize(DiagnosticEvent.fromDraft(progress(reason), 1, 0)).reason
       assert.deepStrictEqual(
         ["response_completed", "progress", "zz_secret_tool_name", "agent:main:x"].map(reasonOf),
         ["response_completed", "progress", "other", "other"]

@@ -10,7 +10,9 @@ interface Item {
 
 const item = (seq: number, type = "a"): Item => ({ seq, type })
 
-const fill = (capacity: number, seqs: ReadonlyArray<number>, type = (seq: number) => (seq % 2 === 0 ? "even" : "odd")) =>
+const parity = (seq: number) => (seq % 2 === 0 ? "even" : "odd")
+
+const fill = (capacity: number, seqs: ReadonlyArray<number>, type = parity) =>
   seqs.reduce((ring, seq) => StabilityRing.push(ring, item(seq, type(seq))), StabilityRing.make<Item>(capacity))
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
