@@ -10,8 +10,8 @@
  * against it over HTTP, prints the timeline and a summary, and exits 0 only if
  * every failure was recovered and every healthy session kept its pace.
  */
-import { Console, Duration, Effect, Layer, Option } from "effect"
-import { Command, Flag } from "effect/cli"
+import { Console, Duration, Effect, Layer, Option, Schema } from "effect"
+import { CliError, Command, Flag } from "effect/cli"
 import { FetchHttpClient } from "effect/http"
 import * as DemoServer from "./DemoServer.ts"
 import * as Scenario from "./Scenario.ts"
@@ -43,6 +43,37 @@ type Parsed = {
   readonly abort: Option.Option<number>
   readonly scenario: Option.Option<"seed-failures">
 }
+
+/** The demo could not start, or its scenario failed: the message says why and what to do. */
+export class DemoFailed extends Schema.TaggedError<DemoFailed>()("DemoFailed", { detail: Schema.String }) {
+  override get message(): string {
+    return this.detail
+  }
+  override get [CliError.userMessage](): string {
+    return this.detail
+  }
+}
+
+const validate = (settings: Settings.Settings): Effect.Effect<Settings.Settings, DemoFailed> => {
+  const { port } = settings
+  const warnS = Duration.toSeconds(settings.thresholds.warn)
+  const abortS = Duration.toSeconds(settings.thresholds.abort)
+  const problem = !Number.isInteger(port) || port < 0 || port > 65_535
+    ? `--port ${port}: a port is an integer from 0 to 65535 (0 picks a free one)`
+    : !(warnS >= 1 && warnS <= 86_400)
+    ? `--warn ${warnS}: the warn threshold is 1 to 86400 seconds`
+    : !(abortS >= warnS)
+    ? `--abort ${abortS}: the abort threshold is never below the warn threshold (${warnS} s)`
+    : undefined
+  return problem === undefined ? Effect.succeed(settings) : Effect.fail(new DemoFailed({ detail: problem }))
+}
+
+const cannotListen = (settings: Settings.Settings) => (error: { readonly cause: unknown }) =>
+  new DemoFailed({
+    detail: `Cannot listen on ${settings.host}:${settings.port} (${
+      (error.cause as { code?: string } | undefined)?.code ?? String(error.cause)
+    }): pass another --port, or --port 0 for a free one.`
+  })
 
 /** The settings a command line asks for. */
 export const settingsOf = (parsed: Parsed): Settings.Settings => {
@@ -84,7 +115,7 @@ const serve = (settings: Settings.Settings) =>
       yield* Console.log(banner(address, settings))
       yield* Effect.addFinalizer(() => Console.log("shutting down: closing sessions and releasing their locks"))
     })).pipe(Layer.provideMerge(DemoServer.layer(settings)))
-  )
+  ).pipe(Effect.catchTag("ServeError", (error) => Effect.fail(cannotListen(settings)(error))))
 
 const scenario = (settings: Settings.Settings) =>
   Effect.gen(function*() {
@@ -96,11 +127,15 @@ const scenario = (settings: Settings.Settings) =>
       thresholds: settings.thresholds,
       log: (line: string) => console.log(line)
     }).pipe(Effect.provide(FetchHttpClient.layer))
-    if (!report.ok) return yield* new Scenario.ScenarioFailed({ failed: report.failed })
-  }).pipe(Effect.provide(DemoServer.layer(settings)))
+    if (!report.ok) return yield* new DemoFailed({ detail: new Scenario.ScenarioFailed({ failed: report.failed }).message })
+  }).pipe(
+    Effect.provide(DemoServer.layer(settings)),
+    Effect.catchTag("ServeError", (error) => Effect.fail(cannotListen(settings)(error)))
+  )
 
 /** The `demo-server` command. */
-export const command = Command.make("demo-server", flags, (parsed) => {
-  const settings = settingsOf(parsed)
-  return Option.isSome(parsed.scenario) ? scenario(settings) : serve(settings)
-}).pipe(Command.withDescription("The effect-session-runtime demo agent server"))
+export const command = Command.make("demo-server", flags, (parsed) =>
+  Effect.flatMap(
+    validate(settingsOf(parsed)),
+    (settings) => Option.isSome(parsed.scenario) ? scenario(settings) : serve(settings)
+  )).pipe(Command.withDescription("The effect-session-runtime demo agent server"))
