@@ -37,6 +37,7 @@ import { DiagnosticBus } from "./DiagnosticBus.ts"
 import * as DiagnosticEvent from "./DiagnosticEvent.ts"
 import * as State from "./internal/activityState.ts"
 import { SessionKey } from "./SessionKey.ts"
+import * as SpanAttributes from "./SpanAttributes.ts"
 
 /**
  * The run the current fiber works for. Provided by `run`; structured markers
@@ -156,6 +157,19 @@ export interface Options {
    * @default "1 hour"
    */
   readonly forgetAfter?: Duration.Input | undefined
+  /**
+   * The most sessions one `sweep` visits; the next one resumes where it
+   * stopped, so a tick's cost stays bounded with many sessions.
+   * @default 10000
+   */
+  readonly sweepBatch?: number | undefined
+  /**
+   * Wrap structured markers in OpenTelemetry GenAI spans (`execute_tool {tool}`,
+   * `chat {model}`); session keys are hashed unless `SpanAttributes.SpanPolicy`
+   * says otherwise.
+   * @default true
+   */
+  readonly spans?: boolean | undefined
 }
 
 /**
@@ -238,6 +252,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const clock = yield* Clock.Clock
   const state = State.makeState({ maxEndedRuns: options.maxEndedRuns })
   const forgetAfterMs = Duration.toMillis(Duration.fromInputUnsafe(options.forgetAfter ?? "1 hour"))
+  const sweepBatch = Math.max(1, Math.floor(options.sweepBatch ?? 10_000))
+  const spans = options.spans ?? true
   let runCounter = 0
   let markerCounter = 0
   const now = () => clock.currentTimeMillisUnsafe()
@@ -356,15 +372,18 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     kind: DiagnosticEvent.MarkerKind,
     name: string,
     callId: string | undefined,
-    effect: Effect.Effect<A, E, R>
+    effect: Effect.Effect<A, E, R>,
+    span: (self: Effect.Effect<A, E, R>, sessionKey: SessionKey) => Effect.Effect<A, E, R>
   ): Effect.Effect<A, E, R | CurrentRun> =>
-    Effect.acquireUseRelease(
-      Effect.contextWith((context: Context.Context<CurrentRun>) =>
-        Effect.succeed(openStructured(Context.get(context, CurrentRun), kind, name, callId))
-      ),
-      () => effect,
-      (marker, exit) => Effect.sync(() => closeStructured(marker, exit))
-    )
+    Effect.contextWith((context: Context.Context<CurrentRun>) => {
+      const current = Context.get(context, CurrentRun)
+      const marked = Effect.acquireUseRelease(
+        Effect.sync(() => openStructured(current, kind, name, callId)),
+        () => effect,
+        (marker, exit) => Effect.sync(() => closeStructured(marker, exit))
+      )
+      return spans ? span(marked, current.sessionKey) : marked
+    })
 
   const report = (input: unknown): Effect.Effect<SignalResult, InvalidSignal> =>
     Effect.suspend(() => {
@@ -429,8 +448,27 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   return ActivityTracker.of({
     run,
     owner,
-    tool: (info, effect) => structured("tool_call", info.name, info.callId, effect),
-    model: (info, effect) => structured("model_call", `${info.provider}/${info.model}`, info.callId, effect),
+    tool: (info, effect) =>
+      structured(
+        "tool_call",
+        info.name,
+        info.callId,
+        effect,
+        (self, sessionKey) =>
+          SpanAttributes.toolSpan(self, {
+            tool: info.name,
+            sessionKey,
+            ...(info.callId === undefined ? {} : { callId: info.callId })
+          })
+      ),
+    model: (info, effect) =>
+      structured(
+        "model_call",
+        `${info.provider}/${info.model}`,
+        info.callId,
+        effect,
+        (self, sessionKey) => SpanAttributes.modelSpan(self, { provider: info.provider, model: info.model, sessionKey })
+      ),
     progress,
     report,
     nextSeq: bus.nextSeq,
@@ -446,7 +484,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         }
       }),
     sweep: Effect.sync(() => {
-      const drafts = State.sweep(state, now(), bus.watermarkUnsafe(), forgetAfterMs)
+      const drafts = State.sweep(state, now(), bus.watermarkUnsafe(), forgetAfterMs, sweepBatch)
       emit(drafts)
       return drafts.length
     }),

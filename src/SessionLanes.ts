@@ -40,6 +40,7 @@ import { DiagnosticBus } from "./DiagnosticBus.ts"
 import type * as DiagnosticEvent from "./DiagnosticEvent.ts"
 import * as LaneGuard from "./LaneGuard.ts"
 import type { SessionKey } from "./SessionKey.ts"
+import * as SpanAttributes from "./SpanAttributes.ts"
 
 /**
  * What a lane does with a turn submitted while it is busy.
@@ -171,6 +172,11 @@ export interface Options {
    * @default "10 minutes"
    */
   readonly idleTtl?: Duration.Input | undefined
+  /**
+   * Wrap each turn in an OpenTelemetry GenAI span (`invoke_agent`).
+   * @default true
+   */
+  readonly spans?: boolean | undefined
 }
 
 interface Pending {
@@ -291,6 +297,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const layerScope = yield* Effect.scope
   const maxQueueDepth = Math.max(0, options.maxQueueDepth ?? 100)
   const defaultAdmission = options.admission ?? "enqueue"
+  const spans = options.spans ?? true
   const idleTtl = Duration.fromInputUnsafe(options.idleTtl ?? "10 minutes")
   const permits = options.maxConcurrentSessions === undefined
     ? undefined
@@ -351,7 +358,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       const started = setState(lane, "processing")
       if (started) yield* publishState(lane, "turn_started")
       const runId = `${pending.turnId}`
-      const body = tracker.run(lane.key, guard.around(lane.key, pending.effect), { runId })
+      const run = tracker.run(lane.key, guard.around(lane.key, pending.effect), { runId })
+      const body = spans ? SpanAttributes.turnSpan(run, { sessionKey: lane.key, turnId: pending.turnId }) : run
       const fiber = yield* (permits === undefined ? body : permits.withPermits(1)(body)).pipe(
         Effect.forkIn(lane.scope, { startImmediately: true })
       )

@@ -465,6 +465,22 @@ describe("ActivityTracker", () => {
         })
       ))
 
+    it.effect("the sweep visits at most its batch of sessions per call and resumes where it stopped", () =>
+      Effect.gen(function*() {
+        const tracker = yield* ActivityTracker.ActivityTracker
+        const keys = Array.from({ length: 5 }, (_, i) => SessionKey.makeUnsafe(`sweep:${i}`))
+        for (const k of keys) yield* tracker.run(k, Effect.void)
+        yield* TestClock.adjust("2 hours")
+        const sizes: Array<number> = []
+        for (let i = 0; i < 3; i++) {
+          yield* tracker.sweep
+          sizes.push((yield* tracker.stats).sessions)
+        }
+        assert.deepStrictEqual(sizes, [3, 1, 0])
+      }).pipe(
+        Effect.provide(ActivityTracker.layer({ sweepBatch: 2 }).pipe(Layer.provideMerge(DiagnosticBus.layer())))
+      ))
+
     it.effect("the sweep forgets idle sessions with nothing open", () =>
       withTracker((tracker) =>
         Effect.gen(function*() {

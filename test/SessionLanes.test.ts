@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, Ref, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Ref, Scope, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as fc from "fast-check"
 import { ActivityTracker, CurrentRun } from "../src/ActivityTracker.ts"
@@ -217,6 +217,43 @@ describe("SessionLanes", () => {
           "lane_closed"
         ])
       }))
+  })
+
+  describe("tracing", () => {
+    it.effect("a turn, its model call and its tool call are nested GenAI spans without the session key", () =>
+      Effect.gen(function*() {
+        const lanes = yield* SessionLanes
+        const tracker = yield* ActivityTracker
+        const spans: Array<{ name: string; parent: string | undefined; id: string; attributes: Map<string, unknown> }> = []
+        const tracer = Tracer.make({
+          span(options) {
+            const span = new Tracer.NativeSpan(options)
+            spans.push({
+              name: options.name,
+              parent: options.parent._tag === "Some" ? options.parent.value.spanId : undefined,
+              id: span.spanId,
+              attributes: span.attributes
+            })
+            return span
+          }
+        })
+        const turn = tracker.model(
+          { provider: "openai", model: "gpt-5" },
+          tracker.tool({ name: "search", callId: "call-secret-9" }, Effect.void)
+        )
+        yield* (yield* lanes.submit(a, turn).pipe(Effect.withTracer(tracer))).result
+        const byName = new Map(spans.map((span) => [span.name, span]))
+        const turnSpan = byName.get("invoke_agent")!
+        const chat = byName.get("chat gpt-5")!
+        const tool = byName.get("execute_tool search")!
+        assert.isDefined(turnSpan)
+        assert.strictEqual(chat.parent, turnSpan.id)
+        assert.strictEqual(tool.parent, chat.id)
+        assert.strictEqual(chat.attributes.get("gen_ai.provider.name"), "openai")
+        const everything = JSON.stringify(spans.map((span) => [...span.attributes.entries()]))
+        assert.notInclude(everything, "agent:main:a")
+        assert.notInclude(everything, "call-secret-9")
+      }).pipe(Effect.provide(coreLayer())))
   })
 
   describe("leftover reported work", () => {
