@@ -25,10 +25,9 @@
  * isolated), so the whole run takes about the abort threshold plus a few
  * seconds.
  */
-import { Clock, Duration, Effect, Fiber, Option, Schema } from "effect"
+import { Clock, Duration, Effect, Fiber, Option, Schema, Stream } from "effect"
 import { HttpBody, HttpClient } from "effect/http"
 import { ChildProcess, ChildProcessSpawner } from "effect/process"
-import { Stream } from "effect"
 import { fileURLToPath } from "node:url"
 import type * as DiagnosticEvent from "../../src/DiagnosticEvent.ts"
 import * as EventFeed from "./EventFeed.ts"
