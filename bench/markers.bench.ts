@@ -12,6 +12,12 @@
  * - `marker_vs_map_ratio`: tracked ÷ Map set + delete.
  * - `marker_with_subscriber_vs_acquire_release_ratio`: the same tracked call
  *   with one bus subscriber draining the stream, as in production.
+ * - `marker_traced_vs_acquire_release_in_span_ratio`: a marker with its GenAI
+ *   span (the default) ÷ the bare call inside a span of the same name: the
+ *   cost of tracking on top of tracing.
+ *
+ * The untraced figures measure the tracker with `spans: false`, the same shape
+ * as the bare call.
  */
 import { Context, Effect, Exit, Layer, Scope, Stream } from "effect"
 import * as ActivityTracker from "../src/ActivityTracker.ts"
@@ -44,12 +50,14 @@ interface Tracked {
 }
 
 /** A tracker on its own bus, optionally with one subscriber draining every event. */
-const makeTracked = async (withSubscriber: boolean): Promise<Tracked> => {
+const makeTracked = async (withSubscriber: boolean, spans = false): Promise<Tracked> => {
   const scope = Effect.runSync(Scope.make())
   let drained = 0
   const measure = await Effect.runPromise(
     Effect.gen(function*() {
-      const context = yield* Layer.build(ActivityTracker.layer().pipe(Layer.provideMerge(DiagnosticBus.layer())))
+      const context = yield* Layer.build(
+        ActivityTracker.layer({ spans }).pipe(Layer.provideMerge(DiagnosticBus.layer()))
+      )
       const tracker = Context.get(context, ActivityTracker.ActivityTracker)
       const bus = Context.get(context, DiagnosticBus.DiagnosticBus)
       if (withSubscriber) {
@@ -88,6 +96,20 @@ const bareAcquireRelease = (n: number) => {
   return Effect.runPromise(timed(n, call))
 }
 
+/** The bare call inside a span of the same name, to compare with a traced marker. */
+const bareAcquireReleaseInSpan = (n: number) => {
+  let next = 0
+  const call = Effect.acquireUseRelease(
+    Effect.sync(() => ({ id: ++next, kind: "tool_call", name: "bench_tool", open: true })),
+    () => Effect.void,
+    (record) =>
+      Effect.sync(() => {
+        record.open = false
+      })
+  ).pipe(Effect.withSpan("execute_tool bench_tool", { attributes: { "gen_ai.tool.name": "bench_tool" } }))
+  return Effect.runPromise(timed(n, call))
+}
+
 /** A plain Map set + delete per call. */
 const mapSetDelete = (n: number) => {
   const map = new Map<number, { readonly id: number; readonly name: string }>()
@@ -112,14 +134,19 @@ const suite: Suite = {
     const rounds = quick ? 5 : 21
     const plain = await makeTracked(false)
     const drained = await makeTracked(true)
+    const traced = await makeTracked(false, true)
     try {
       // Warm up every variant (JIT, PubSub growth).
       for (let i = 0; i < 3; i++) {
         await plain.measure(perRound)
         await drained.measure(perRound)
         await bareAcquireRelease(perRound)
+        await traced.measure(perRound)
+        await bareAcquireReleaseInSpan(perRound)
         mapSetDelete(perRound * 10)
       }
+      const tracedMarker: Array<number> = []
+      const spanned: Array<number> = []
       const marker: Array<number> = []
       const withSubscriber: Array<number> = []
       const acquireRelease: Array<number> = []
@@ -136,6 +163,8 @@ const suite: Suite = {
           marker.push(await plain.measure(perRound))
         }
         map.push(mapSetDelete(perRound * 10))
+        tracedMarker.push(await traced.measure(perRound))
+        spanned.push(await bareAcquireReleaseInSpan(perRound))
       }
       const markerNs = median(marker)
       const acquireReleaseNs = median(acquireRelease)
@@ -151,9 +180,13 @@ const suite: Suite = {
         acquire_release_ns: acquireReleaseNs,
         map_ns: mapNs,
         marker_with_subscriber_ns: withSubscriberNs,
-        marker_with_subscriber_vs_acquire_release_ratio: withSubscriberNs / acquireReleaseNs
+        marker_with_subscriber_vs_acquire_release_ratio: withSubscriberNs / acquireReleaseNs,
+        marker_traced_ns: median(tracedMarker),
+        acquire_release_in_span_ns: median(spanned),
+        marker_traced_vs_acquire_release_in_span_ratio: median(tracedMarker) / median(spanned)
       }
     } finally {
+      await traced.close()
       await plain.close()
       await drained.close()
     }

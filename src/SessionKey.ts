@@ -159,4 +159,15 @@ export const toFileName = (key: SessionKey): string => {
  * @category encoding
  * @since 0.1.0
  */
-export const hash = (key: SessionKey): string => createHash("sha256").update(key, "utf8").digest("hex").slice(0, 16)
+export const hash = (key: SessionKey): string => {
+  const known = hashes.get(key)
+  if (known !== undefined) return known
+  const digest = createHash("sha256").update(key, "utf8").digest("hex").slice(0, 16)
+  // Spans ask for the same few keys over and over: keep the recent ones (a
+  // pure function's memo, bounded, so it is no state worth a service).
+  if (hashes.size >= 4096) hashes.clear()
+  hashes.set(key, digest)
+  return digest
+}
+
+const hashes = new Map<string, string>()
