@@ -4,6 +4,8 @@
  * the same turns run by a bare `Effect.forEach` with the same concurrency
  * (sessions in parallel, each session's turns in order).
  *
+ * Turns are not traced here (`spans: false`), the same shape as the bare run.
+ *
  * Figures: `lane_turn_overhead_ratio` (lanes ÷ bare; goal ≤ 3),
  * `lane_turn_us` and `bare_turn_us` (per turn), `lane_turns_per_s`.
  */
@@ -16,7 +18,7 @@ import * as SessionLanes from "../src/SessionLanes.ts"
 import type { Suite } from "./index.ts"
 import { alternate } from "./utils/stats.ts"
 
-const runtimeLayer = SessionLanes.layer().pipe(
+const runtimeLayer = SessionLanes.layer({ spans: false }).pipe(
   Layer.provideMerge(LaneGuard.layerNone),
   Layer.provideMerge(ActivityTracker.layer()),
   Layer.provideMerge(DiagnosticBus.layer())

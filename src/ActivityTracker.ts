@@ -214,6 +214,8 @@ export class ActivityTracker extends Context.Service<ActivityTracker, {
    * that waits for leftover reported work to end before its next turn).
    */
   readonly awaitMarkersChange: (sessionKey: SessionKey) => Effect.Effect<void>
+  /** Whether the session has open markers that no live owner holds (leftover reported work). */
+  readonly hasUnownedMarkers: (sessionKey: SessionKey) => Effect.Effect<boolean>
   /** Defence in depth: evicts markers of owners that are gone (`owner_exited`). */
   readonly sweep: Effect.Effect<number>
   readonly snapshot: (sessionKey: SessionKey) => Effect.Effect<ActivitySnapshot>
@@ -473,6 +475,15 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     report,
     nextSeq: bus.nextSeq,
     awaitMarkersChange,
+    hasUnownedMarkers: (sessionKey) =>
+      Effect.sync(() => {
+        const session = state.sessions.get(sessionKey)
+        if (session === undefined || session.markers.size === 0) return false
+        for (const marker of session.markers.values()) {
+          if (!session.owners.has(marker.runId)) return true
+        }
+        return false
+      }),
     evictForRecovery: (sessionKey, evictOptions) =>
       Effect.sync(() => {
         const drafts = State.evictForRecovery(state, sessionKey, evictOptions.cutoff, now(), evictOptions.runIds)

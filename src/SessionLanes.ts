@@ -336,8 +336,6 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     return true
   }
 
-  const hasLeftoverWork = (key: SessionKey) =>
-    Effect.map(tracker.snapshot(key), (snapshot) => snapshot.markers.some((marker) => !marker.owned))
 
   const closeLane = (lane: Lane, reason: "idle_ttl" | "shutdown" | "closed") =>
     Effect.suspend(() => {
@@ -411,7 +409,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           }
           continue
         }
-        if (yield* hasLeftoverWork(lane.key)) {
+        if (yield* tracker.hasUnownedMarkers(lane.key)) {
           if (!lane.gated) {
             lane.gated = true
             gatedLanes.add(lane)
