@@ -2,8 +2,9 @@
  * @title OTLP
  *
  * Metrics and traces exported over OTLP/HTTP by `OtelExporter.layer` (Effect's own `effect/observability`
- * exporters, no OpenTelemetry SDK). Turns, model calls and tool calls get spans named after the GenAI
- * semantic conventions (`SpanAttributes`); session keys leave the process only as hashes. So that this
+ * exporters, no OpenTelemetry SDK). The runtime names its spans after the GenAI semantic conventions: each
+ * turn is an `invoke_agent` span, each model call `chat {model}`, each tool call `execute_tool {tool}`
+ * (`SpanAttributes`); session keys leave the process only as hashes. So that this
  * runs offline, the example starts its own OTLP receiver (`Receiver`, a small HTTP server that keeps what
  * it is sent) and points the exporter at it; in production the endpoint is your collector, e.g.
  * `http://localhost:4318`.
@@ -20,7 +21,6 @@ import * as OtelExporter from "../src/OtelExporter.ts"
 import * as SessionKey from "../src/SessionKey.ts"
 import { SessionLanes } from "../src/SessionLanes.ts"
 import * as SessionRuntime from "../src/SessionRuntime.ts"
-import * as SpanAttributes from "../src/SpanAttributes.ts"
 
 const short = process.env.EXAMPLE_SHORT === "1" || process.argv.includes("--short")
 
@@ -81,13 +81,9 @@ const program = Effect.gen(function*() {
   const receiver = yield* Receiver
   const session = SessionKey.makeUnsafe("agent:support:web:1")
   const turn = Effect.gen(function*() {
-    yield* tracker.model({ provider: "openai", model: "gpt-4o" }, Effect.sleep("10 millis")).pipe(
-      SpanAttributes.modelSpan({ provider: "openai", model: "gpt-4o", sessionKey: session })
-    )
-    yield* tracker.tool({ name: "search" }, Effect.sleep("5 millis")).pipe(
-      SpanAttributes.toolSpan({ tool: "search", sessionKey: session })
-    )
-  }).pipe(SpanAttributes.turnSpan({ sessionKey: session, agent: "support" }))
+    yield* tracker.model({ provider: "openai", model: "gpt-4o" }, Effect.sleep("10 millis"))
+    yield* tracker.tool({ name: "search" }, Effect.sleep("5 millis"))
+  })
   for (let i = 0; i < 3; i++) yield* Effect.flatMap(lanes.submit(session, turn), (s) => s.result)
 
   const flusher = yield* OtlpExporter.Flusher

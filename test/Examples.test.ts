@@ -35,7 +35,7 @@ const expected: ReadonlyArray<readonly [string, RegExp]> = [
   ["04_file-lock-contention.ts", /fails with LockTimeout: .*held by pid \d+[\s\S]*lock\.reclaimed {2}from pid \d+: holder_dead/],
   ["05_watchdog-recovery.ts", /recovery released agent:main:orphaned[\s\S]*recovery aborted agent:main:hung: abort_run, run_interrupted/],
   ["06_prometheus.ts", /session_runtime_tool_calls_total\{tool="fetch",outcome="failure"\} 1/],
-  ["07_otlp.ts", /trace export\(s\), \d+ spans: .*invoke_agent support/],
+  ["07_otlp.ts", /trace export\(s\), \d+ spans: (?=.*invoke_agent)(?=.*chat gpt-4o)(?=.*execute_tool search)/],
   ["08_event-sink.ts", /\d+ events read back and decoded/],
   ["09_custom-lock-backend.ts", /held by [\s\S]*acquired, token 3/]
 ]
