@@ -106,7 +106,11 @@ const bareAcquireReleaseInSpan = (n: number) => {
       Effect.sync(() => {
         record.open = false
       })
-  ).pipe(Effect.withSpan("execute_tool bench_tool", { attributes: { "gen_ai.tool.name": "bench_tool" } }))
+  ).pipe(
+    Effect.withSpan("execute_tool bench_tool", { attributes: { "gen_ai.tool.name": "bench_tool" } }, {
+      captureStackTrace: false
+    })
+  )
   return Effect.runPromise(timed(n, call))
 }
 

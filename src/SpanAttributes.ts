@@ -253,7 +253,9 @@ const inSpan = <A, E, R>(
   Effect.flatMap(SpanPolicy, (policy) =>
     self.pipe(
       Effect.tapError((error) => Effect.annotateCurrentSpan(Attr.errorType, errorType(error))),
-      Effect.withSpan(name, { attributes: attributes(policy), kind })
+      // No stack capture: these spans wrap every tool and model call, and the
+      // caller's frame says nothing the span's name and attributes do not.
+      Effect.withSpan(name, { attributes: attributes(policy), kind }, { captureStackTrace: false })
     ))
 
 /**
