@@ -113,20 +113,6 @@ export class DiagnosticBus extends Context.Service<DiagnosticBus, {
   readonly stats: Effect.Effect<Stats>
 }>()("effect-session-runtime/DiagnosticBus") {}
 
-const prototypes: ReadonlyMap<string, object> = new Map(
-  DiagnosticEvent.DiagnosticEvent.members.map((member) => [member.fields._tag.schema.literal, member.prototype])
-)
-
-// What `DiagnosticEvent.fromDraft` builds (the draft's fields and the stamp over
-// the event class's prototype), at a third of its cost: this runs for every
-// event, and its object rest/spread was the largest single cost of a marker.
-const stamp = (draft: DiagnosticEvent.Draft, seq: number, ts: number): DiagnosticEvent.DiagnosticEvent => {
-  const event = Object.assign(Object.create(prototypes.get(draft._tag)!), draft)
-  event.seq = seq
-  event.ts = ts
-  return event
-}
-
 interface Subscriber {
   readonly name: string
   readonly subscription: PubSub.Subscription<DiagnosticEvent.DiagnosticEvent>
@@ -198,7 +184,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   const publishUnsafe = (draft: DiagnosticEvent.Draft, at?: number): DiagnosticEvent.DiagnosticEvent => {
     const now = at ?? clock.currentTimeMillisUnsafe()
-    const event = stamp(draft, ++seq, now)
+    const event = DiagnosticEvent.fromDraft(draft, ++seq, now)
     published++
     const due = subscribers.size === 0 ? undefined : countSurplus(now)
     enqueue(event)

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Stream } from "effect"
+import { Effect, Exit, Fiber, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import * as SessionKey from "../src/SessionKey.ts"
@@ -32,6 +32,43 @@ describe("DiagnosticBus", () => {
         for (let i = 0; i < 3; i++) yield* bus.publish(opened)
         assert.deepStrictEqual((yield* Fiber.join(r1)).map((e) => e.seq), [1, 2, 3])
         assert.deepStrictEqual((yield* Fiber.join(r2)).map((e) => e.seq), [1, 2, 3])
+      }))
+  })
+
+  describe("delivery", () => {
+    it.effect("a publish never runs subscriber code; the subscriber takes what arrived as one batch on its own turn", () =>
+      Effect.gen(function*() {
+        const bus = yield* DiagnosticBus.make()
+        const stream = yield* bus.subscribe({ name: "batcher" })
+        const batches: Array<number> = []
+        yield* stream.pipe(
+          Stream.runForEachArray((batch) => Effect.sync(() => batches.push(batch.length))),
+          Effect.forkScoped({ startImmediately: true })
+        )
+        yield* Effect.yieldNow
+        for (let i = 0; i < 5; i++) bus.publishUnsafe(opened)
+        assert.deepStrictEqual(batches, [], "nothing ran inside the publisher")
+        for (let i = 0; i < 5; i++) yield* Effect.yieldNow
+        assert.deepStrictEqual(batches, [5])
+      }))
+
+    it.effect("events published just before the bus shuts down still reach a subscriber, whose stream then ends", () =>
+      Effect.gen(function*() {
+        const seen: Array<number> = []
+        const outer = yield* Scope.make()
+        const reader = yield* Effect.scoped(Effect.gen(function*() {
+          const bus = yield* DiagnosticBus.make()
+          const stream = yield* bus.subscribe({ name: "late" }).pipe(Scope.provide(outer))
+          const fiber = yield* stream.pipe(
+            Stream.runForEach((e) => Effect.sync(() => seen.push(e.seq))),
+            Effect.forkDetach({ startImmediately: true })
+          )
+          for (let i = 0; i < 3; i++) yield* bus.publish(opened)
+          return fiber
+        }))
+        yield* Fiber.join(reader)
+        assert.deepStrictEqual(seen, [1, 2, 3])
+        yield* Scope.close(outer, Exit.void)
       }))
   })
 
