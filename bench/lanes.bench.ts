@@ -7,9 +7,13 @@
  * Turns are not traced here (`spans: false`), the same shape as the bare run.
  *
  * Figures: `lane_turn_overhead_ratio` (lanes ÷ bare; goal ≤ 3),
- * `lane_turn_us` and `bare_turn_us` (per turn), `lane_turns_per_s`.
+ * `lane_turn_us` and `bare_turn_us` (per turn), `lane_turns_per_s`, and
+ * `lane_vs_semaphore_lane_ratio`: lanes ÷ the least a correct lane must do
+ * (a fiber per turn, serialised per session by a semaphore, joined), which
+ * separates the cost of tracking, events and admission from the cost of
+ * running each turn as its own interruptible fiber.
  */
-import { Effect, Layer } from "effect"
+import { Effect, Fiber, Layer, Semaphore } from "effect"
 import * as ActivityTracker from "../src/ActivityTracker.ts"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import * as LaneGuard from "../src/LaneGuard.ts"
@@ -49,6 +53,28 @@ const bare = (keys: ReadonlyArray<SessionKey.SessionKey>, turns: number) =>
     return performance.now() - started
   })
 
+/**
+ * The least a correct lane must do: each turn its own (interruptible) fiber,
+ * one at a time per session through a semaphore, its result joined. No
+ * tracking, no events, no admission.
+ */
+const semaphoreLanes = (keys: ReadonlyArray<SessionKey.SessionKey>, turns: number) =>
+  Effect.gen(function*() {
+    const started = performance.now()
+    const fibers = yield* Effect.forEach(keys, () =>
+      Effect.gen(function*() {
+        const permit = yield* Semaphore.make(1)
+        return yield* Effect.forEach(
+          Array.from({ length: turns }),
+          () => Effect.forkChild(permit.withPermits(1)(noop), { startImmediately: true })
+        )
+      }))
+    yield* Effect.forEach(fibers, (perSession) => Effect.forEach(perSession, Fiber.join, { discard: true }), {
+      discard: true
+    })
+    return performance.now() - started
+  })
+
 const suite: Suite = {
   name: "Session lanes",
   run: async ({ quick }) => {
@@ -59,7 +85,8 @@ const suite: Suite = {
     await Effect.runPromise(bare(keys.slice(0, 500), turns))
     const result = await alternate(quick ? 3 : 5, {
       lanes: () => Effect.runPromise(throughLanes(keys, turns)),
-      bare: () => Effect.runPromise(bare(keys, turns))
+      bare: () => Effect.runPromise(bare(keys, turns)),
+      semaphore: () => Effect.runPromise(semaphoreLanes(keys, turns))
     })
     const total = sessions * turns
     return {
@@ -67,7 +94,9 @@ const suite: Suite = {
       lane_turn_us: (result.lanes * 1000) / total,
       bare_turn_us: (result.bare * 1000) / total,
       lane_turns_per_s: total / (result.lanes / 1000),
-      lane_turn_overhead_ratio: result.lanes / result.bare
+      lane_turn_overhead_ratio: result.lanes / result.bare,
+      semaphore_lane_turn_us: (result.semaphore * 1000) / total,
+      lane_vs_semaphore_lane_ratio: result.lanes / result.semaphore
     }
   }
 }

@@ -298,25 +298,23 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   }
 
   const register = (sessionKey: SessionKey, runId: string | undefined) =>
-    Effect.gen(function*() {
-      const parent = yield* Effect.serviceOption(CurrentRun)
-      const fiber = yield* Effect.fiber
+    Effect.withFiber((fiber) => {
       const id = runId ?? `run-${++runCounter}`
-      if (state.runs.has(id)) {
-        return yield* Effect.die(new Error(`run id ${id} is already registered`))
-      }
+      if (state.runs.has(id)) return Effect.die(new Error(`run id ${id} is already registered`))
+      const parent = Context.getOption(fiber.context as Context.Context<CurrentRun>, CurrentRun)
+      const startedAt = now()
       const owner: State.Owner = {
         runId: id,
         sessionKey,
         parentRunId: Option.isSome(parent) ? parent.value.runId : undefined,
-        startedAt: now(),
+        startedAt,
         startSeq: 0,
-        completedCalls: new Set(),
-        evictedCalls: new Map(),
+        completedCalls: undefined,
+        evictedCalls: undefined,
         isDone: () => fiber.pollUnsafe() !== undefined
       }
-      owner.startSeq = bus.publishUnsafe(State.registerOwner(state, owner, owner.startedAt)).seq
-      return CurrentRun.of({ sessionKey, runId: owner.runId })
+      owner.startSeq = bus.publishUnsafe(State.registerOwner(state, owner, startedAt), startedAt).seq
+      return Effect.succeed(CurrentRun.of({ sessionKey, runId: id }))
     })
 
   const deregister = (run: Context.Service.Shape<typeof CurrentRun>, exit: Exit.Exit<unknown, unknown>) =>

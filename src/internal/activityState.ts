@@ -25,12 +25,14 @@ export interface Owner {
   /** The sequence number of its `run_started` event: markers opened before it are not its. */
   startSeq: number
   /** Reported call ids this owner already completed (a duplicated start after its end is ignored). */
-  readonly completedCalls: Set<string>
+  /** Created on first use: most runs never complete a reported call. */
+  completedCalls: Set<string> | undefined
   /**
    * Reported calls of this (still registered) owner that a recovery evicted,
    * with the recovery's cutoff: a re-delivered start must not re-arm them.
    */
-  readonly evictedCalls: Map<string, number>
+  /** Created on first use. */
+  evictedCalls: Map<string, number> | undefined
   /** True once the owner's fiber is known to have exited (set by the sweep). */
   readonly isDone: () => boolean
 }
@@ -199,6 +201,7 @@ export const evictWhere = (
   cutoff: number,
   select: (marker: Marker) => boolean
 ): Draft | undefined => {
+  if (session.markers.size === 0) return undefined
   let tools = 0
   let models = 0
   for (const marker of Array.from(session.markers.values())) {
@@ -208,7 +211,7 @@ export const evictWhere = (
     else models++
     const owner = session.owners.get(marker.runId)
     if (owner === undefined) recordEnded(state, marker.runId, session.sessionKey, cutoff)
-    else if (marker.source === "reported") owner.evictedCalls.set(marker.lookup, cutoff)
+    else if (marker.source === "reported") (owner.evictedCalls ??= new Map()).set(marker.lookup, cutoff)
   }
   if (tools + models === 0) return undefined
   state.counters.evicted += tools + models
@@ -372,7 +375,7 @@ export const reportStart = (
     return ignored(state, "malformed", `run belongs to another session`)
   }
   const lookup = lookupKey(signal.runId, signal.kind, signal.callId)
-  const evictedAt = owner?.evictedCalls.get(lookup)
+  const evictedAt = owner?.evictedCalls?.get(lookup)
   if (evictedAt !== undefined && signal.seq <= evictedAt) {
     state.counters.fenced++
     return [{ _tag: "Fenced", cutoff: evictedAt }, [{
@@ -385,7 +388,7 @@ export const reportStart = (
     }]]
   }
   const session = state.sessions.get(signal.sessionKey)
-  if (session?.byLookup.has(lookup) || owner?.completedCalls.has(lookup) || evictedAt !== undefined) {
+  if (session?.byLookup.has(lookup) || owner?.completedCalls?.has(lookup) === true || evictedAt !== undefined) {
     return ignored(state, "duplicate_start", `${signal.kind} start #${signal.seq} for a call already seen`)
   }
   const marker: Marker = {
@@ -421,7 +424,8 @@ export const reportEnd = (
       ? ignored(state, "run_ended", `${signal.kind} completion after its marker was evicted`)
       : ignored(state, "end_without_start", `${signal.kind} completion without a start`)
   }
-  state.runs.get(signal.runId)?.completedCalls.add(lookup)
+  const owner = state.runs.get(signal.runId)
+  if (owner !== undefined) (owner.completedCalls ??= new Set()).add(lookup)
   const closed = closeMarker(state, marker, signal.outcome, now)
   return [{ _tag: "Closed", markerId: marker.markerId }, closed === undefined ? [] : [closed]]
 }
