@@ -35,7 +35,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
-import { ActivityTracker, type CurrentRun } from "./ActivityTracker.ts"
+import { ActivityTracker, CurrentRun } from "./ActivityTracker.ts"
 import { DiagnosticBus } from "./DiagnosticBus.ts"
 import type * as DiagnosticEvent from "./DiagnosticEvent.ts"
 import * as LaneGuard from "./LaneGuard.ts"
@@ -182,6 +182,8 @@ export interface Options {
 interface Pending {
   readonly turnId: string
   readonly effect: Effect.Effect<unknown, unknown, CurrentRun>
+  /** The submitter's services (never its run), which the turn runs with. */
+  readonly context: Context.Context<never>
   readonly result: Deferred.Deferred<unknown, unknown>
 }
 
@@ -295,6 +297,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const guard = yield* LaneGuard.LaneGuard
   const clock = yield* Clock.Clock
   const layerScope = yield* Effect.scope
+  // Workers run in the layer's context, never in that of whoever happened to
+  // open the lane (its run, its span, its annotations).
+  const layerContext = yield* Effect.context<never>()
   const maxQueueDepth = Math.max(0, options.maxQueueDepth ?? 100)
   const defaultAdmission = options.admission ?? "enqueue"
   const spans = options.spans ?? true
@@ -357,7 +362,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       if (started) yield* publishState(lane, "turn_started")
       const runId = `${pending.turnId}`
       const run = tracker.run(lane.key, guard.around(lane.key, pending.effect), { runId })
-      const body = spans ? SpanAttributes.turnSpan(run, { sessionKey: lane.key, turnId: pending.turnId }) : run
+      const traced = spans ? SpanAttributes.turnSpan(run, { sessionKey: lane.key, turnId: pending.turnId }) : run
+      // The submitter's services (its tracer and span too) over the lane's.
+      const body = Effect.updateContext(traced, (laneContext: Context.Context<never>) =>
+        Context.merge(laneContext, pending.context))
       const fiber = yield* (permits === undefined ? body : permits.withPermits(1)(body)).pipe(
         Effect.forkIn(lane.scope, { startImmediately: true })
       )
@@ -459,7 +467,11 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           })
         )
         yield* bus.publish({ _tag: "session.lane.opened", sessionKey: key })
-        yield* Effect.forkIn(worker(lane), lane.scope, { startImmediately: true })
+        yield* Effect.forkIn(
+          Effect.updateContext(worker(lane), (_: Context.Context<never>) => layerContext),
+          lane.scope,
+          { startImmediately: true }
+        )
         return lane
       })
     })
@@ -469,18 +481,16 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     turn: Effect.Effect<A, E, R>,
     submitOptions?: { readonly admission?: AdmissionPolicy | undefined; readonly turnId?: string | undefined }
   ): Effect.Effect<Submission<A, E>, LaneFull, Exclude<R, CurrentRun>> =>
-    Effect.flatMap(Effect.context<Exclude<R, CurrentRun>>(), (captured) =>
+    Effect.flatMap(Effect.context<Exclude<R, CurrentRun>>(), (submitter) =>
       Effect.flatMap(openLane(sessionKey), (lane) =>
         Effect.suspend(() => {
         const turnId = submitOptions?.turnId ?? `turn-${++turnCounter}`
-        // The lane's own context (its CurrentRun, the lease) wins over the submitter's.
-        const effect = Effect.updateContext(
-          turn as Effect.Effect<unknown, unknown, R>,
-          (inner: Context.Context<CurrentRun>) => Context.merge(captured, inner) as Context.Context<R>
-        )
         const pending: Pending = {
           turnId,
-          effect,
+          effect: turn as Effect.Effect<unknown, unknown, CurrentRun>,
+          // The submitter's services, but never its run: a turn submitted from
+          // inside another turn is its own session's run, not a nested one.
+          context: Context.omit(CurrentRun)(submitter) as Context.Context<never>,
           result: Deferred.makeUnsafe<unknown, unknown>()
         }
         const policy = submitOptions?.admission ?? defaultAdmission

@@ -91,6 +91,21 @@ describe("SessionLanes", () => {
         assert.strictEqual(yield* sub.result, "hello, world")
       }).pipe(Effect.provide(coreLayer())))
 
+    it.effect("a turn submitted from inside another turn is its session's own run, not a nested one", () =>
+      Effect.gen(function*() {
+        const lanes = yield* SessionLanes
+        const events = yield* collectEvents
+        const outer = yield* lanes.submit(
+          a,
+          Effect.flatMap(lanes.submit(b, Effect.void, { turnId: "inner" }), (s) => s.result)
+        )
+        yield* outer.result
+        yield* events.settle
+        const started = events.ofType("session.activity.run_started").find((e) => e.runId === "inner")
+        assert.isDefined(started)
+        assert.isUndefined(started?.parentRunId)
+      }).pipe(Effect.provide(coreLayer())))
+
     it.effect("each turn runs as an activity owner", () =>
       Effect.gen(function*() {
         const lanes = yield* SessionLanes
