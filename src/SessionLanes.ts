@@ -316,8 +316,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   yield* Effect.addFinalizer(() => Effect.sync(() => (shuttingDown = true)))
 
-  const publishState = (lane: Lane, reason: string) =>
-    bus.publish({
+  // Lane transitions publish in the same synchronous step as the change, so the
+  // bus sees them in the order they happened.
+  const publishStateUnsafe = (lane: Lane, reason: string): void => {
+    bus.publishUnsafe({
       _tag: "session.state",
       sessionKey: lane.key,
       state: lane.state,
@@ -325,6 +327,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       generation: lane.generation,
       reason
     })
+  }
+  const publishState = (lane: Lane, reason: string) => Effect.sync(() => publishStateUnsafe(lane, reason))
 
   const wakeUp = (lane: Lane): void => {
     const wake = lane.wake
@@ -358,14 +362,13 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   const runTurn = (lane: Lane, pending: Pending) =>
     Effect.gen(function*() {
-      const started = setState(lane, "processing")
-      if (started) yield* publishState(lane, "turn_started")
-      const runId = `${pending.turnId}`
+      if (setState(lane, "processing")) publishStateUnsafe(lane, "turn_started")
+      const runId = pending.turnId
       const run = tracker.run(lane.key, guard.around(lane.key, pending.effect), { runId })
       const traced = spans ? SpanAttributes.turnSpan(run, { sessionKey: lane.key, turnId: pending.turnId }) : run
-      // The submitter's services (its tracer and span too) over the lane's.
-      const body = Effect.updateContext(traced, (laneContext: Context.Context<never>) =>
-        Context.merge(laneContext, pending.context))
+      // The turn runs with its submitter's services (its tracer and span too),
+      // which its type says the submitter provides.
+      const body = Effect.updateContext(traced, (_: Context.Context<never>) => pending.context)
       const fiber = yield* (permits === undefined ? body : permits.withPermits(1)(body)).pipe(
         Effect.forkIn(lane.scope, { startImmediately: true })
       )
@@ -392,7 +395,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       } else {
         Deferred.doneUnsafe(pending.result, exit)
       }
-      yield* bus.publish({
+      bus.publishUnsafe({
         _tag: "session.lane.turn_completed",
         sessionKey: lane.key,
         turnId: pending.turnId,
@@ -490,7 +493,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           effect: turn as Effect.Effect<unknown, unknown, CurrentRun>,
           // The submitter's services, but never its run: a turn submitted from
           // inside another turn is its own session's run, not a nested one.
-          context: Context.omit(CurrentRun)(submitter) as Context.Context<never>,
+          context: (Option.isSome(Context.getOption(submitter as Context.Context<CurrentRun>, CurrentRun))
+            ? Context.omit(CurrentRun)(submitter)
+            : submitter) as Context.Context<never>,
           result: Deferred.makeUnsafe<unknown, unknown>()
         }
         const policy = submitOptions?.admission ?? defaultAdmission
@@ -514,16 +519,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           lane.queue.push(pending)
           admission = { _tag: "Enqueued", position: lane.queue.length }
         }
-        if (admission._tag !== "Rejected") {
-          lane.generation++
-          wakeUp(lane)
-        }
-        const submission: Submission<A, E> = {
-          turnId,
-          admission,
-          result: Deferred.await(pending.result) as Submission<A, E>["result"]
-        }
-        return bus.publish({
+        if (admission._tag !== "Rejected") lane.generation++
+        bus.publishUnsafe({
           _tag: "session.lane.admitted",
           sessionKey,
           turnId,
@@ -536,7 +533,13 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
             : "interrupted_previous",
           position: admission._tag === "Enqueued" ? admission.position : 0,
           ...(admission._tag === "Rejected" ? { reason: admission.reason } : {})
-        }).pipe(Effect.as(submission))
+        })
+        if (admission._tag !== "Rejected") wakeUp(lane)
+        return Effect.succeed<Submission<A, E>>({
+          turnId,
+          admission,
+          result: Deferred.await(pending.result) as Submission<A, E>["result"]
+        })
       })))
 
   const release = (sessionKey: SessionKey, check: (view: LaneView) => boolean, reason: string) =>
