@@ -32,6 +32,11 @@ export interface SessionJson {
     readonly sinceProgressMs: number
   }>
   readonly lastProgress: { readonly ageMs: number; readonly reason: string | null; readonly terminal: boolean } | null
+  /**
+   * What an operator reads first: `healthy` while the watchdog has no reason
+   * to look at the session, otherwise the verdict's classification.
+   */
+  readonly status: "healthy" | Attention.Verdict["classification"]
   readonly verdict: {
     readonly classification: Attention.Verdict["classification"]
     readonly reason: Attention.Verdict["reason"]
@@ -89,6 +94,7 @@ export const make = (
         reason: activity.lastProgressReason ?? null,
         terminal: activity.lastProgressTerminal
       },
+    status: watched ? verdict.classification : "healthy",
     verdict: {
       classification: verdict.classification,
       reason: verdict.reason,
