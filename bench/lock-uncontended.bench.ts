@@ -19,12 +19,7 @@ import * as SessionKey from "../src/SessionKey.ts"
 import * as SessionLock from "../src/SessionLock.ts"
 import * as SessionLockFile from "../src/SessionLockFile.ts"
 import type { Suite } from "./index.ts"
-
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
+import { median } from "./utils/stats.ts"
 
 const suite: Suite = {
   name: "Uncontended lock",

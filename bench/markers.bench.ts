@@ -24,14 +24,9 @@ import * as ActivityTracker from "../src/ActivityTracker.ts"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import * as SessionKey from "../src/SessionKey.ts"
 import type { Suite } from "./index.ts"
+import { median } from "./utils/stats.ts"
 
 const key = SessionKey.makeUnsafe("agent:bench:markers:1")
-
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
 
 /** Nanoseconds per iteration of `n` sequential runs of `effect`. */
 const timed = <E, R>(n: number, effect: Effect.Effect<unknown, E, R>) =>
@@ -83,9 +78,9 @@ const makeTracked = async (withSubscriber: boolean, spans = false): Promise<Trac
 }
 
 /** The same shape without tracking: acquire a record, use `Effect.void`, release it. */
-const bareAcquireRelease = (n: number) => {
+const bareCall = () => {
   let next = 0
-  const call = Effect.acquireUseRelease(
+  return Effect.acquireUseRelease(
     Effect.sync(() => ({ id: ++next, kind: "tool_call", name: "bench_tool", open: true })),
     () => Effect.void,
     (record) =>
@@ -93,26 +88,20 @@ const bareAcquireRelease = (n: number) => {
         record.open = false
       })
   )
-  return Effect.runPromise(timed(n, call))
 }
 
+const bareAcquireRelease = (n: number) => Effect.runPromise(timed(n, bareCall()))
+
 /** The bare call inside a span of the same name, to compare with a traced marker. */
-const bareAcquireReleaseInSpan = (n: number) => {
-  let next = 0
-  const call = Effect.acquireUseRelease(
-    Effect.sync(() => ({ id: ++next, kind: "tool_call", name: "bench_tool", open: true })),
-    () => Effect.void,
-    (record) =>
-      Effect.sync(() => {
-        record.open = false
+const bareAcquireReleaseInSpan = (n: number) =>
+  Effect.runPromise(timed(
+    n,
+    bareCall().pipe(
+      Effect.withSpan("execute_tool bench_tool", { attributes: { "gen_ai.tool.name": "bench_tool" } }, {
+        captureStackTrace: false
       })
-  ).pipe(
-    Effect.withSpan("execute_tool bench_tool", { attributes: { "gen_ai.tool.name": "bench_tool" } }, {
-      captureStackTrace: false
-    })
-  )
-  return Effect.runPromise(timed(n, call))
-}
+    )
+  ))
 
 /** A plain Map set + delete per call. */
 const mapSetDelete = (n: number) => {

@@ -25,14 +25,9 @@ import * as SessionLockFile from "../src/SessionLockFile.ts"
 import * as SessionLockSql from "../src/SessionLockSql.ts"
 import startPostgres, { unavailableVariable, urlVariable } from "../test/setup/postgres.ts"
 import type { Suite } from "./index.ts"
+import { median } from "./utils/stats.ts"
 
 const keys = Array.from({ length: 16 }, (_, i) => SessionKey.makeUnsafe(`agent:bench:pg:${i}`))
-
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
 
 /** Mean milliseconds of one acquire + release over `n` sequential rounds. */
 const measure = (lock: SessionLock.SessionLock["Service"], n: number) =>

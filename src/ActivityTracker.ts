@@ -21,7 +21,6 @@
  *
  * @since 0.1.0
  */
-import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
@@ -223,13 +222,6 @@ export class ActivityTracker extends Context.Service<ActivityTracker, {
   readonly stats: Effect.Effect<Stats>
 }>()("effect-session-runtime/ActivityTracker") {}
 
-const outcomeOf = <A, E>(exit: Exit.Exit<A, E>): DiagnosticEvent.Outcome => {
-  if (Exit.isSuccess(exit)) return "success"
-  if (Cause.hasDies(exit.cause)) return "defect"
-  if (Cause.hasFails(exit.cause)) return "failure"
-  return "interrupted"
-}
-
 const decodeSignal = Schema.decodeUnknownResult(ReportedSignal)
 
 const classifyInvalid = (input: unknown, message: string): InvalidSignal => {
@@ -318,7 +310,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     })
 
   const deregister = (run: Context.Service.Shape<typeof CurrentRun>, exit: Exit.Exit<unknown, unknown>) =>
-    Effect.sync(() => emit(State.endOwner(state, run.runId, outcomeOf(exit), now(), bus.watermarkUnsafe())))
+    Effect.sync(() => emit(State.endOwner(state, run.runId, DiagnosticEvent.outcomeOf(exit), now(), bus.watermarkUnsafe())))
 
   const run = <A, E, R>(
     sessionKey: SessionKey,
@@ -362,7 +354,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   }
   const closeStructured = (marker: State.Marker, exit: Exit.Exit<unknown, unknown>): void => {
     const t = now()
-    const closed = State.closeMarker(state, marker, outcomeOf(exit), t)
+    const closed = State.closeMarker(state, marker, DiagnosticEvent.outcomeOf(exit), t)
     if (closed === undefined) return
     if (waiters.size > 0) notify([closed])
     bus.publishUnsafe(closed, t)

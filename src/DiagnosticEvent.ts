@@ -12,6 +12,8 @@
  *
  * @since 0.1.0
  */
+import * as Cause from "effect/Cause"
+import * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
 import { SessionKey } from "./SessionKey.ts"
 
@@ -50,6 +52,20 @@ export type MarkerSource = typeof MarkerSource.Type
  */
 export const Outcome = Schema.Literals(["success", "failure", "interrupted", "defect"])
 export type Outcome = typeof Outcome.Type
+
+/**
+ * The outcome of an exit: a defect wins over a failure, a failure over an
+ * interruption.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const outcomeOf = <A, E>(exit: Exit.Exit<A, E>): Outcome => {
+  if (Exit.isSuccess(exit)) return "success"
+  if (Cause.hasDies(exit.cause)) return "defect"
+  if (Cause.hasFails(exit.cause)) return "failure"
+  return "interrupted"
+}
 
 /**
  * Why open markers were evicted.

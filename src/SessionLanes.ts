@@ -37,7 +37,7 @@ import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import { ActivityTracker, CurrentRun } from "./ActivityTracker.ts"
 import { DiagnosticBus } from "./DiagnosticBus.ts"
-import type * as DiagnosticEvent from "./DiagnosticEvent.ts"
+import * as DiagnosticEvent from "./DiagnosticEvent.ts"
 import * as LaneGuard from "./LaneGuard.ts"
 import type { SessionKey } from "./SessionKey.ts"
 import * as SpanAttributes from "./SpanAttributes.ts"
@@ -278,13 +278,6 @@ const viewOf = (lane: Lane): LaneView => ({
   gated: lane.gated
 })
 
-const outcomeOf = (exit: Exit.Exit<unknown, unknown>): DiagnosticEvent.Outcome => {
-  if (Exit.isSuccess(exit)) return "success"
-  if (Cause.hasDies(exit.cause)) return "defect"
-  if (Cause.hasFails(exit.cause)) return "failure"
-  return "interrupted"
-}
-
 /**
  * Builds the lanes in the current scope (closing it closes every session).
  *
@@ -399,7 +392,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         _tag: "session.lane.turn_completed",
         sessionKey: lane.key,
         turnId: pending.turnId,
-        outcome: outcomeOf(exit),
+        outcome: DiagnosticEvent.outcomeOf(exit),
         durationMs: Math.max(0, now() - running.startedAt)
       })
     })
