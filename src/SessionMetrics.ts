@@ -304,6 +304,8 @@ const build = (
     overflowDescription: "Updates folded into `other` because a label or series cap was reached, by metric.",
     nouns: overflowNouns
   })
+  const unlabelledCounter = (noun: string, description: string) =>
+    Metric.counter(name(noun), { description, incremental: true })
   const labelled = <L extends string, Input, State>(
     noun: string,
     labels: { readonly [K in L]: LabelDomain },
@@ -362,32 +364,23 @@ const build = (
       { outcome: domains.lockOutcome },
       counter("Session write lock acquisitions, by outcome.")
     ),
-    lockContended: Metric.counter(name("lock_contended_total"), {
-      description: "Lock acquisitions that found the lock held (once per wait).",
-      incremental: true
-    }),
+    lockContended: unlabelledCounter("lock_contended_total", "Lock acquisitions that found the lock held (once per wait)."),
     lockReclaimed: labelled(
       "lock_reclaimed_total",
       { reason: domains.reclaimReason },
       counter("Stale session write locks reclaimed, by reason.")
     ),
-    lockStale: Metric.counter(name("lock_stale_total"), {
-      description: "Live lock holders reported past their stale time or max hold (never robbed).",
-      incremental: true
-    }),
-    lockLost: Metric.counter(name("lock_lost_total"), {
-      description: "Holders that found their lease no longer current.",
-      incremental: true
-    }),
+    lockStale: unlabelledCounter(
+      "lock_stale_total",
+      "Live lock holders reported past their stale time or max hold (never robbed)."
+    ),
+    lockLost: unlabelledCounter("lock_lost_total", "Holders that found their lease no longer current."),
     livenessWarning: labelled(
       "liveness_warning_total",
       { reason: domains.livenessReason },
       counter("Intervals in which the process itself was starved, by reason.")
     ),
-    eventsDropped: Metric.counter(name("events_dropped_total"), {
-      description: "Diagnostic events lost by subscribers that fell behind.",
-      incremental: true
-    }),
+    eventsDropped: unlabelledCounter("events_dropped_total", "Diagnostic events lost by subscribers that fell behind."),
     seriesOverflow: labeller.overflow,
     lockWaitSeconds: Metric.histogram(name("lock_wait_seconds"), {
       description: "Time from the start of an acquire to the lock being held.",

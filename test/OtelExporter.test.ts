@@ -1,8 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Logger, Metric, Schedule } from "effect"
+import { Effect, Layer, Logger, Metric, Schedule } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpExporter } from "effect/observability"
-import { TestClock } from "effect/testing"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as ActivityTracker from "../src/ActivityTracker.ts"
@@ -11,7 +10,6 @@ import * as MetricsFromEvents from "../src/MetricsFromEvents.ts"
 import * as OtelExporter from "../src/OtelExporter.ts"
 import * as SessionKey from "../src/SessionKey.ts"
 import * as SessionLanes from "../src/SessionLanes.ts"
-import * as SessionLock from "../src/SessionLock.ts"
 import * as SessionRuntime from "../src/SessionRuntime.ts"
 import * as SpanAttributes from "../src/SpanAttributes.ts"
 import * as Scenario from "./utils/observabilityScenario.ts"
@@ -257,46 +255,19 @@ describe("OtelExporter", () => {
       Effect.gen(function*() {
         const receiver = yield* startReceiver
         yield* Effect.gen(function*() {
-          const lanes = yield* SessionLanes.SessionLanes
           const tracker = yield* ActivityTracker.ActivityTracker
-          const lock = yield* SessionLock.SessionLock
-          const { lockKey, stuckKey } = Scenario.secrets
-          // a turn with a tool and a model call, in GenAI spans
-          const turnOf = (sessionKey: typeof stuckKey) =>
-            Effect.gen(function*() {
-              yield* tracker.tool(
-                { name: "read_file", callId: Scenario.secrets.toolCallId },
-                Effect.void.pipe(SpanAttributes.toolSpan({ tool: "read_file", callId: Scenario.secrets.toolCallId, sessionKey }))
-              )
-              yield* tracker.model(
-                { provider: "anthropic", model: "claude-sonnet", callId: Scenario.secrets.modelCallId },
-                Effect.void.pipe(SpanAttributes.modelSpan({ provider: "anthropic", model: "claude-sonnet", sessionKey }))
-              )
-            }).pipe(SpanAttributes.turnSpan({ sessionKey }))
-          yield* SessionLanes.run(stuckKey, turnOf(stuckKey))
-          // a crashed external run wedges the session; the watchdog and recovery release it
-          yield* tracker.report({
-            type: "started",
-            kind: "tool_call",
-            sessionKey: stuckKey,
-            runId: Scenario.secrets.runId,
-            callId: "toolu_01XyzzyLeftover",
-            name: "native_shell",
-            seq: yield* tracker.nextSeq
+          const { stuckKey } = Scenario.secrets
+          // a turn with a tool and a model call: the runtime puts them in GenAI spans
+          const turn = Effect.gen(function*() {
+            yield* tracker.tool({ name: "read_file", callId: Scenario.secrets.toolCallId }, Effect.void)
+            yield* tracker.model(
+              { provider: "anthropic", model: "claude-sonnet", callId: Scenario.secrets.modelCallId },
+              Effect.void
+            )
           })
-          const queued = yield* lanes.submit(stuckKey, turnOf(stuckKey))
-          const answered = yield* Effect.forkChild(queued.result)
-          const holding = yield* Effect.scoped(Effect.andThen(lock.acquire(lockKey), Effect.sleep("1 second"))).pipe(
-            Effect.forkChild({ startImmediately: true })
-          )
-          const waiting = yield* Effect.scoped(lock.acquire(lockKey)).pipe(Effect.forkChild({ startImmediately: true }))
-          for (let i = 0; i < 6; i++) {
-            yield* TestClock.adjust("500 millis")
-            for (let j = 0; j < 50; j++) yield* Effect.yieldNow
-          }
-          yield* Fiber.join(answered)
-          yield* Fiber.join(holding)
-          yield* Fiber.join(waiting)
+          yield* SessionLanes.run(stuckKey, turn)
+          // a crashed external run wedges the session; the watchdog and recovery release it
+          yield* Scenario.driveStuckSessionAndLockWait(turn)
           for (let j = 0; j < 200; j++) yield* Effect.yieldNow
           yield* (yield* OtlpExporter.Flusher).flush
         }).pipe(Effect.provide(

@@ -1,13 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Effect, Fiber, Layer, Metric } from "effect"
+import { Effect, Layer, Metric } from "effect"
 import { createServer } from "node:http"
 import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
-import { TestClock } from "effect/testing"
 import * as ActivityTracker from "../src/ActivityTracker.ts"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import * as SessionLanes from "../src/SessionLanes.ts"
-import * as SessionLock from "../src/SessionLock.ts"
 import * as SessionRuntime from "../src/SessionRuntime.ts"
 import * as MetricsFromEvents from "../src/MetricsFromEvents.ts"
 import * as PrometheusEndpoint from "../src/PrometheusEndpoint.ts"
@@ -110,10 +108,8 @@ describe("PrometheusEndpoint", () => {
     it.effect("counts what the real runtime publishes: a stuck session recovered, an orphan evicted, a contended lock", () =>
       Effect.gen(function*() {
         const events = yield* collectEvents
-        const lanes = yield* SessionLanes.SessionLanes
         const tracker = yield* ActivityTracker.ActivityTracker
-        const lock = yield* SessionLock.SessionLock
-        const { lockKey, orphanKey, stuckKey } = Scenario.secrets
+        const { orphanKey, stuckKey } = Scenario.secrets
         const report = (sessionKey: typeof stuckKey, runId: string) =>
           Effect.gen(function*() {
             yield* tracker.report({
@@ -135,25 +131,11 @@ describe("PrometheusEndpoint", () => {
         // a healthy turn with a structured tool call
         yield* SessionLanes.run(orphanKey, tracker.tool({ name: "web_search", callId: "call_ok_1" }, Effect.void))
 
-        // a stuck session: a crashed external run left a marker, and a turn queues behind it
-        yield* report(stuckKey, Scenario.secrets.runId)
-        const queued = yield* lanes.submit(stuckKey, Effect.succeed("answered after recovery"))
-        const answer = yield* Effect.forkChild(queued.result)
-
-        // two writers on one session: the second waits for the first
-        const holding = yield* Effect.scoped(Effect.andThen(lock.acquire(lockKey), Effect.sleep("1 second"))).pipe(
-          Effect.forkChild({ startImmediately: true })
+        // a stuck session released by the watchdog and recovery, and a second writer waiting for a lock
+        assert.strictEqual(
+          yield* Scenario.driveStuckSessionAndLockWait(Effect.succeed("answered after recovery")),
+          "answered after recovery"
         )
-        const waiting = yield* Effect.scoped(lock.acquire(lockKey)).pipe(Effect.forkChild({ startImmediately: true }))
-
-        // the watchdog (heartbeat 500 ms, warn 1 s) finds the session stuck and recovery releases it
-        for (let i = 0; i < 6; i++) {
-          yield* TestClock.adjust("500 millis")
-          for (let j = 0; j < 50; j++) yield* Effect.yieldNow
-        }
-        assert.strictEqual(yield* Fiber.join(answer), "answered after recovery")
-        yield* Fiber.join(holding)
-        yield* Fiber.join(waiting)
 
         yield* events.settle
         assert.isTrue(yield* (yield* MetricsFromEvents.MetricsFromEvents).awaitSeq(events.all().at(-1)!.seq))

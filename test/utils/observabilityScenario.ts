@@ -4,7 +4,12 @@
  * a contended lock acquired. Every identifier in it is distinctive, so a test
  * can assert that none of them reaches an exporter.
  */
-import { Effect } from "effect"
+import { Effect, Fiber } from "effect"
+import { TestClock } from "effect/testing"
+import { ActivityTracker, type CurrentRun } from "../../src/ActivityTracker.ts"
+import type { TurnGuardFailed } from "../../src/LaneGuard.ts"
+import { type LaneFull, SessionLanes, type TurnInterrupted } from "../../src/SessionLanes.ts"
+import { type AcquireError, SessionLock } from "../../src/SessionLock.ts"
 import { DiagnosticBus } from "../../src/DiagnosticBus.ts"
 import type { Draft } from "../../src/DiagnosticEvent.ts"
 import * as SessionKey from "../../src/SessionKey.ts"
@@ -199,3 +204,43 @@ export const expected: ReadonlyArray<readonly [name: string, labels: Record<stri
   ["session_runtime_active_calls", { kind: "tool_call" }, 0],
   ["session_runtime_active_calls", { kind: "model_call" }, 0]
 ]
+
+/**
+ * Drives the real runtime (`SessionRuntime.layerTest`: heartbeat 500 ms,
+ * warn 1 s) through a stuck session and a lock wait: a crashed external run
+ * leaves a tool marker on `stuckKey` and `turn` queues behind it until the
+ * watchdog and recovery release the lane; meanwhile a second writer waits for
+ * `lockKey`. Returns the queued turn's result once everything has finished.
+ */
+export const driveStuckSessionAndLockWait = <A, E>(
+  turn: Effect.Effect<A, E, CurrentRun>
+): Effect.Effect<A, E | TurnInterrupted | TurnGuardFailed | LaneFull | AcquireError, SessionLanes | ActivityTracker | SessionLock> =>
+  Effect.gen(function*() {
+    const lanes = yield* SessionLanes
+    const tracker = yield* ActivityTracker
+    const lock = yield* SessionLock
+    yield* tracker.report({
+      type: "started",
+      kind: "tool_call",
+      sessionKey: secrets.stuckKey,
+      runId: secrets.runId,
+      callId: secrets.toolCallId,
+      name: "native_shell",
+      seq: yield* tracker.nextSeq
+    }).pipe(Effect.orDie)
+    const queued = yield* lanes.submit(secrets.stuckKey, turn)
+    const answered = yield* Effect.forkChild(queued.result)
+    const holding = yield* Effect.scoped(Effect.andThen(lock.acquire(secrets.lockKey), Effect.sleep("1 second"))).pipe(
+      Effect.forkChild({ startImmediately: true })
+    )
+    const waiting = yield* Effect.scoped(lock.acquire(secrets.lockKey)).pipe(
+      Effect.forkChild({ startImmediately: true })
+    )
+    for (let i = 0; i < 6; i++) {
+      yield* TestClock.adjust("500 millis")
+      for (let j = 0; j < 50; j++) yield* Effect.yieldNow
+    }
+    yield* Fiber.join(holding)
+    yield* Fiber.join(waiting)
+    return yield* Fiber.join(answered)
+  })
