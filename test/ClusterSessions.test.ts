@@ -293,8 +293,10 @@ describe("ClusterSessions", () => {
     () =>
       withCluster(({ log, prefix }) =>
         Effect.gen(function*() {
-          const a = yield* startRunner({ prefix, name: "A", log, turnMs: 250 })
-          yield* startRunner({ prefix, name: "B", log, turnMs: 250 })
+          // A's turns are long, so that whenever the stop reaches them they are still running (a runner's
+          // shutdown takes a while to interrupt its entities); B's are short, so the rest goes quickly.
+          const a = yield* startRunner({ prefix, name: "A", log, turnMs: 2_000 })
+          yield* startRunner({ prefix, name: "B", log, turnMs: 100 })
           yield* awaitRunners(prefix, 2)
           const sessions = sessionKeys(10)
           const messages = messageIds(8)
