@@ -210,7 +210,11 @@ export const LockIoReason = Schema.Literals([
   "too_many_open_files",
   "busy",
   "unavailable",
-  "io"
+  "io",
+  "not_a_directory",
+  "directory_is_symlink",
+  "directory_not_owned",
+  "directory_writable_by_others"
 ])
 export type LockIoReason = typeof LockIoReason.Type
 
@@ -225,7 +229,17 @@ const ioAdvice: Record<LockIoReason, string> = {
   too_many_open_files: "Raise the open-file limit or lower the concurrency; the acquire retries meanwhile.",
   busy: "A transient condition; the acquire retries within its budget.",
   unavailable: "The lock backend is unreachable; check its connection. The acquire retries within its budget.",
-  io: "An unexpected I/O error; see the detail."
+  io: "An unexpected I/O error; see the detail.",
+  not_a_directory: "Something that is not a directory (a regular file, a device) sits where the lock directory " +
+    "should be. Move it away, or configure another lock directory.",
+  directory_is_symlink: "The lock directory is a symbolic link: whoever can change the link chooses where lock " +
+    "files are written. Configure the real directory, or set `allowSymlinkDirectory: true` (doctor: " +
+    "`--allow-symlink`) if only this user can change the link.",
+  directory_not_owned: "The lock directory (or a directory above it) belongs to another user, who could plant, " +
+    "remove or redirect locks. Use a directory owned by this user (the default is per user), or `chown` it.",
+  directory_writable_by_others: "Other users can write to the lock directory (or replace it through a directory " +
+    "above it): `chmod 0700` it (`chmod go-w`, or add the sticky bit, for the directory above), or use a per-user " +
+    "directory."
 }
 
 /**

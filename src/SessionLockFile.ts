@@ -17,9 +17,7 @@
  *
  * @since 0.1.0
  */
-import { mkdir } from "node:fs/promises"
 import { hostname } from "node:os"
-import { resolve } from "node:path"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -27,6 +25,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import type * as DiagnosticBus from "./DiagnosticBus.ts"
 import * as lease from "./internal/lease.ts"
+import * as lockDirectory from "./internal/lockDirectory.ts"
 import * as lockFile from "./internal/lockFile.ts"
 import * as processProbe from "./internal/processProbe.ts"
 import * as SessionKey from "./SessionKey.ts"
@@ -39,8 +38,18 @@ import * as SessionLock from "./SessionLock.ts"
  * @since 0.1.0
  */
 export interface Options {
-  /** The lock directory; created (mode 0700) if missing. */
+  /**
+   * The lock directory; created (mode 0700) if missing. Refused unless it is
+   * a directory owned by this user and not writable by others (see
+   * `docs/locks.md`).
+   */
   readonly directory: string
+  /**
+   * Accept a lock directory that is a symbolic link (its target must pass the
+   * same checks, and is used from then on).
+   * @default false
+   */
+  readonly allowSymlinkDirectory?: boolean | undefined
   /**
    * The lease time written into each lock: a holder that cannot be probed
    * (another host) and has not refreshed its lock for this long plus the
@@ -171,17 +180,14 @@ const toObservation = (verdict: lockFile.Verdict): SessionLock.Observation => ({
 })
 
 /**
- * Builds the file backend (and creates the directory if needed).
+ * Builds the file backend (and creates the directory if needed). Fails with
+ * a `LockIoError` when the directory is unsafe or unusable.
  *
  * @category constructors
  * @since 0.1.0
  */
 export const makeBackend = Effect.fnUntraced(function*(options: Options) {
-  const directory = resolve(options.directory)
-  yield* Effect.tryPromise({
-    try: () => mkdir(directory, { recursive: true, mode: 0o700 }),
-    catch: toIoError("create lock directory", directory)
-  })
+  const directory = yield* lockDirectory.prepare(options.directory, { allowSymlink: options.allowSymlinkDirectory })
   const leaseMs = millis(options.lease, 30_000)
   const world = yield* makeContext(options)
   const holds = new Map<string, lockFile.Held>()

@@ -15,11 +15,13 @@
  *
  * @since 0.1.0
  */
-import { tmpdir } from "node:os"
-import { join } from "node:path"
+import * as EffectConfig from "effect/Config"
+import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as ActivityTracker from "./ActivityTracker.ts"
 import * as DiagnosticBus from "./DiagnosticBus.ts"
+import * as lockDirectory from "./internal/lockDirectory.ts"
 import * as LaneGuard from "./LaneGuard.ts"
 import * as MetricsFromEvents from "./MetricsFromEvents.ts"
 import * as NodeEventLoopMonitor from "./NodeEventLoopMonitor.ts"
@@ -45,8 +47,10 @@ export interface LockConfig<LE = never> {
    */
   readonly backend?: "file" | "memory" | "none" | undefined
   /**
-   * The lock directory of the file backend.
-   * @default `${os.tmpdir()}/effect-session-runtime-locks`
+   * The lock directory of the file backend. It must be owned by this user and
+   * not writable by others (a symbolic link only with `file.allowSymlinkDirectory`).
+   * @default {@link defaultLockDirectory}: `$XDG_RUNTIME_DIR/effect-session-runtime/locks`, else
+   * `${os.tmpdir()}/effect-session-runtime-<uid>/locks`
    */
   readonly directory?: string | undefined
   /** File backend tuning (lease, grace, probe memo time). */
@@ -110,13 +114,24 @@ export type Services =
 export type StartError<LE = never> = SessionLock.LockIoError | SessionMetrics.InvalidMetricsOptions | LE
 
 /**
- * The default lock directory: a fixed directory under the OS temp dir, so the
- * processes of one host share it.
+ * The default lock directory, per user: the processes of one user on one host
+ * share it, and no other user can squat it.
+ * `$XDG_RUNTIME_DIR/effect-session-runtime/locks` when `XDG_RUNTIME_DIR` (read
+ * through `Config`) names a directory owned by this user and closed to others,
+ * else `${os.tmpdir()}/effect-session-runtime-<uid>/locks`, created with mode
+ * 0700. Either way the file backend refuses it if someone else owns it or can
+ * write to it.
  *
  * @category config
  * @since 0.1.0
  */
-export const defaultLockDirectory = (): string => join(tmpdir(), "effect-session-runtime-locks")
+export const defaultLockDirectory: Effect.Effect<string> = Effect.gen(function*() {
+  const runtimeDir = yield* EffectConfig.String("XDG_RUNTIME_DIR").pipe(
+    EffectConfig.option,
+    Effect.orElseSucceed(() => Option.none<string>())
+  )
+  return yield* Effect.promise(() => lockDirectory.defaultFor({ runtimeDir: Option.getOrUndefined(runtimeDir) }))
+})
 
 const lockLayer = <LE>(
   config: LockConfig<LE>
@@ -132,7 +147,11 @@ const lockLayer = <LE>(
     config.layer ??
     (config.backend === "memory"
       ? SessionLock.layerMemory()
-      : SessionLockFile.layer({ ...config.file, directory: config.directory ?? defaultLockDirectory() }))
+      : config.directory !== undefined
+      ? SessionLockFile.layer({ ...config.file, directory: config.directory })
+      : Layer.unwrap(
+        Effect.map(defaultLockDirectory, (directory) => SessionLockFile.layer({ ...config.file, directory }))
+      ))
   return LaneGuard.layerSessionLock(config.acquire).pipe(Layer.provideMerge(lock))
 }
 
