@@ -9,7 +9,14 @@ import { readdir, writeFile } from "node:fs/promises"
 import { hostname } from "node:os"
 import { fileURLToPath } from "node:url"
 import * as Doctor from "../src/Doctor.ts"
-import { makeDoctorFixture, remainingNames, removableNames, snapshotDir } from "./utils/lockDoctorFixture.ts"
+import {
+  foreignNames,
+  makeDoctorFixture,
+  named,
+  remainingNames,
+  removableNames,
+  snapshotDir
+} from "./utils/lockDoctorFixture.ts"
 import { deadPid, selfStartTime } from "./utils/lockFixtures.ts"
 
 const root = process.getuid?.() === 0
@@ -37,7 +44,13 @@ const live = (name: string, body: () => Effect.Effect<void, unknown, NodeService
 
 const names = (dir: string) => Effect.promise(async () => (await readdir(dir)).sort())
 
-const decodeFindings = Schema.decodeUnknownSync(Doctor.LockFindingsJson)
+const decodeReport = Schema.decodeUnknownSync(Doctor.LockReportJson)
+
+/** The protocol files of the fixture the doctor examines (locks and guards; fence logs are left alone). */
+const examinedNames = (root: boolean) =>
+  [...removableNames(root), ...remainingNames(root)].filter((n) =>
+    !foreignNames.includes(n) && (n.endsWith(".lock") || n.endsWith(".reclaim"))
+  ).sort()
 
 describe("Doctor", () => {
   describe("lockCheck", () => {
@@ -49,41 +62,45 @@ describe("Doctor", () => {
         const outsideBefore = yield* Effect.promise(() => snapshotDir(outside))
         const result = yield* Doctor.lockCheck({ directory: dir }).run
         const byName = new Map(result.items.map((item) => [item.path.slice(dir.length + 1), item]))
+        assert.deepStrictEqual([...byName.keys()].sort(), examinedNames(root))
+        assert.deepStrictEqual(result.problems, [])
         assert.deepStrictEqual(
-          [...byName.keys()].sort(),
-          [...removableNames(root), ...remainingNames(root)].filter((n) => n.endsWith(".lock") || n.endsWith(".reclaim")).sort()
+          result.ignored.map((entry) => [entry.path.slice(dir.length + 1), entry.why]),
+          [...foreignNames.map((n) => [n, "not_a_protocol_file"]), [named("session.fence"), "fence_log"]].sort((a, b) =>
+            a[0]! < b[0]! ? -1 : 1
+          )
         )
         assert.isFalse(result.healthy)
-        const dead = byName.get("dead.lock")!
+        const dead = byName.get(named("dead.lock"))!
         assert.strictEqual(dead.pid, deadPid)
         assert.strictEqual(dead.host, hostname())
         assert.isFalse(dead.alive)
         assert.isTrue(dead.stale && dead.removable && !dead.removed)
         assert.include(dead.reasons, "holder_dead")
-        const reused = byName.get("reused.lock")!
+        const reused = byName.get(named("reused.lock"))!
         assert.strictEqual(reused.status, "pid_reused")
         assert.include(reused.reasons, "pid_reused")
-        const alive = byName.get("live.lock")!
+        const alive = byName.get(named("live.lock"))!
         assert.isTrue(alive.alive)
         assert.isFalse(alive.stale)
         assert.isFalse(alive.removable)
-        const oldLive = byName.get("live-old.lock")!
+        const oldLive = byName.get(named("live-old.lock"))!
         assert.isTrue(oldLive.stale)
         assert.isFalse(oldLive.removable)
         assert.include(oldLive.reasons, "older_than_stale_time")
         for (const name of ["link.lock", "dir.lock"]) {
-          const item = byName.get(name)!
+          const item = byName.get(named(name))!
           assert.strictEqual(item.status, "not_a_regular_file")
           assert.isTrue(item.stale)
           assert.isFalse(item.removable)
         }
-        const young = byName.get("young-empty.lock")!
+        const young = byName.get(named("young-empty.lock"))!
         assert.isFalse(young.stale)
         for (const name of ["empty.lock", "invalid-json.lock", "binary.lock", "huge.lock"]) {
-          assert.include(byName.get(name)!.reasons, "unreadable", name)
+          assert.include(byName.get(named(name))!.reasons, "unreadable", name)
         }
-        assert.isTrue(byName.get("stale.reclaim")!.removable)
-        assert.strictEqual(byName.get("stale.reclaim")!.kind, "guard")
+        assert.isTrue(byName.get(named("stale.reclaim"))!.removable)
+        assert.strictEqual(byName.get(named("stale.reclaim"))!.kind, "guard")
         // Listing alone changes nothing, inside or outside.
         assert.strictEqual(yield* Effect.promise(() => snapshotDir(dir)), before)
         assert.strictEqual(yield* Effect.promise(() => snapshotDir(outside)), outsideBefore)
@@ -112,6 +129,8 @@ describe("Doctor", () => {
       const text = Doctor.renderLocks("/locks", {
         name: "locks",
         healthy: false,
+        problems: [],
+        ignored: [{ path: "/locks/yarn.lock", why: "not_a_protocol_file" }],
         items: [
           {
             path: "/locks/a.lock", kind: "lock", pid: 7, host: "h", ownerId: "o", token: 3, status: "dead",
@@ -129,6 +148,7 @@ describe("Doctor", () => {
           "Locks in /locks: 2 files",
           "  a.lock  pid 7 on h  dead  age 1m 05s  STALE (removable) - holder_dead",
           "  b.lock  pid 8 on h  alive  age 1.0 s  ok",
+          "Ignored, not locks of this protocol (never read or touched): yarn.lock.",
           "Summary: 2 examined, 1 stale.",
           "Run again with --fix to remove the 1 removable lock (only what the lock protocol itself would reclaim)."
         ].join("\n")
@@ -156,14 +176,14 @@ describe("Doctor", () => {
           if (error?._tag === "Fail") assert.strictEqual((error.error as Doctor.DoctorFailed).exitCode, 1)
         }
         const text = listed.lines.join("\n")
-        assert.include(text, "dead.lock")
+        assert.include(text, named("dead.lock"))
         assert.include(text, "STALE (removable)")
         assert.include(text, "--fix")
         const fixed = yield* withConsole(Effect.gen(function*() {
           yield* Effect.exit(cli(["doctor", "locks", "--dir", dir, "--fix", "--json"]))
           return yield* TestConsole.logLines
         }))
-        const findings = decodeFindings(fixed[0])
+        const findings = decodeReport(fixed[0]).findings
         assert.deepStrictEqual(
           findings.filter((f) => f.removed).map((f) => f.path.slice(dir.length + 1)).sort(),
           removableNames(root)
@@ -177,12 +197,12 @@ describe("Doctor", () => {
         const start = yield* Effect.promise(selfStartTime)
         const payload = (pid: number) =>
           JSON.stringify({ v: 1, pid, startTime: start, host: hostname(), ownerId: "x", token: 1, createdAt: Date.now(), maxHoldMs: 60_000, leaseMs: 30_000 })
-        yield* Effect.promise(() => writeFile(`${dir}/live.lock`, payload(process.pid), { mode: 0o600 }))
+        yield* Effect.promise(() => writeFile(`${dir}/${named("live.lock")}`, payload(process.pid), { mode: 0o600 }))
         yield* Effect.promise(() => writeFile(`${dir}/readme.txt`, "x"))
         yield* withConsole(cli(["doctor", "locks", "--dir", dir]))
-        yield* Effect.promise(() => writeFile(`${dir}/dead.lock`, payload(deadPid), { mode: 0o600 }))
+        yield* Effect.promise(() => writeFile(`${dir}/${named("dead.lock")}`, payload(deadPid), { mode: 0o600 }))
         yield* withConsole(cli(["doctor", "locks", "--dir", dir, "--fix"]))
-        assert.deepStrictEqual(yield* names(dir), ["live.lock", "readme.txt"])
+        assert.deepStrictEqual(yield* names(dir), [named("live.lock"), "readme.txt"].sort())
       }))
 
     live("bad usage fails with a CLI error", () =>
@@ -201,7 +221,7 @@ describe("Doctor", () => {
         yield* Effect.promise(() => makeDoctorFixture(dir, outside))
         const listed = yield* Effect.promise(() => run(["doctor", "locks", "--dir", dir, "--json"]))
         assert.strictEqual(listed.code, 1, listed.stderr)
-        const findings = decodeFindings(listed.stdout.trim())
+        const findings = decodeReport(listed.stdout.trim()).findings
         for (const f of findings) {
           for (const field of ["path", "pid", "host", "alive", "ageMs", "stale", "reasons", "removable", "removed"]) {
             assert.property(f, field)
