@@ -248,7 +248,7 @@ describe("SessionLockFile", () => {
         yield* Effect.promise(() => writeFile(`${root}/file`, "x"))
         const error = yield* Effect.flip(Effect.scoped(SessionLockFile.makeBackend({ directory: `${root}/file/locks` })))
         assert.strictEqual(error._tag, "LockIoError")
-        assert.strictEqual(error.reason, "directory_missing")
+        assert.strictEqual(error.reason, "not_a_directory")
       }))
   })
 
