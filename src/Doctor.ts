@@ -212,8 +212,9 @@ const ignoredWhy = {
  * @category checks
  * @since 0.1.0
  */
-export const lockCheck = (options: LockCheckOptions): {
-  readonly name: string
+export const lockCheck = (
+  options: LockCheckOptions
+): Check<LockFinding, SessionLock.LockIoError> & {
   readonly run: Effect.Effect<LockCheckResult, SessionLock.LockIoError>
 } => ({
   name: "locks",
@@ -387,7 +388,9 @@ export const renderLocks = (
   const lines: Array<string> = []
   if (result.problems.length > 0) {
     lines.push(`Lock directory ${directory}: REFUSED (the file backend will not start on it)`)
-    for (const problem of result.problems) lines.push(`  ${lockDirectory.toError(problem).message}`)
+    for (const problem of result.problems) {
+      lines.push(`  ${problem.reason} at ${problem.path}: ${problem.detail}. ${SessionLock.ioAdviceFor(problem.reason)}`)
+    }
     if (options.fix) lines.push("  Nothing was changed: --fix acts only in a directory that passes every check.")
   }
   lines.push(`Locks in ${directory}: ${plural(result.items.length, "file")}`)

@@ -243,6 +243,14 @@ const ioAdvice: Record<LockIoReason, string> = {
 }
 
 /**
+ * What the user can do about a storage error of this reason.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export const ioAdviceFor = (reason: LockIoReason): string => ioAdvice[reason]
+
+/**
  * A storage error of a lock backend, with the path (or resource) involved
  * and whether retrying may help.
  *

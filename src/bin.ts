@@ -3,9 +3,10 @@
  * The package's command line, `effect-session-runtime` (`npm run cli -- ...`
  * inside the repository):
  *
- *   effect-session-runtime doctor locks --dir <dir> [--fix] [--json]
+ *   effect-session-runtime doctor locks --dir <dir> [--fix] [--json] [--allow-symlink]
  *
- * Exit codes: 0 healthy (or fixed), 1 stale locks remain, 2 bad usage.
+ * Exit codes: 0 healthy (or fixed), 1 stale locks remain or the lock directory is
+ * refused, 2 bad usage.
  *
  * @since 0.1.0
  */

@@ -5,7 +5,7 @@ import type { Scope } from "effect"
 import { Command } from "effect/cli"
 import { TestConsole } from "effect/testing"
 import { spawn } from "node:child_process"
-import { readdir, writeFile } from "node:fs/promises"
+import { chmod, mkdir, readdir, rm, symlink, writeFile } from "node:fs/promises"
 import { hostname } from "node:os"
 import { fileURLToPath } from "node:url"
 import * as Doctor from "../src/Doctor.ts"
@@ -15,9 +15,11 @@ import {
   named,
   remainingNames,
   removableNames,
-  snapshotDir
+  snapshotDir,
+  writeForeignFiles
 } from "./utils/lockDoctorFixture.ts"
 import { deadPid, selfStartTime } from "./utils/lockFixtures.ts"
+import { asOtherUser, makeSharedTmp, otherUid, runAsOtherUser } from "./utils/otherUser.ts"
 
 const root = process.getuid?.() === 0
 const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
@@ -241,5 +243,123 @@ describe("Doctor", () => {
         assert.strictEqual((yield* Effect.promise(() => run(["doctor", "locks", "--dir", `${dir}/missing`]))).code, 2)
       }), 60_000)
   })
-})
 
+  describe("lock directory (a real process)", () => {
+    const sharedTmp = Effect.acquireRelease(
+      Effect.promise(makeSharedTmp),
+      (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
+    )
+    const deadLock = JSON.stringify({
+      v: 1, pid: deadPid, startTime: null, host: hostname(), ownerId: "crashed", token: 1,
+      createdAt: Date.now() - 3_600_000, maxHoldMs: 60_000, leaseMs: 30_000
+    })
+    const reasonsOf = (stdout: string) => decodeReport(stdout.trim()).problems.map((p) => p.reason)
+
+    live("--fix among yarn.lock, Cargo.lock, flake.lock and a hidden .lock (1 h old) removes none; --json lists them as ignored", () =>
+      Effect.gen(function*() {
+        const { dir } = yield* dirs
+        yield* Effect.promise(() => writeForeignFiles(dir))
+        yield* Effect.promise(() => writeFile(`${dir}/${named("crashed.lock")}`, deadLock, { mode: 0o600 }))
+        const before = yield* Effect.promise(() => snapshotDir(dir))
+        const listed = yield* Effect.promise(() => run(["doctor", "locks", "--dir", dir, "--json"]))
+        assert.strictEqual(listed.code, 1, listed.stderr)
+        const report = decodeReport(listed.stdout.trim())
+        assert.deepStrictEqual(
+          report.ignored.map((entry) => [entry.path.slice(dir.length + 1), entry.why]),
+          foreignNames.map((n) => [n, "not_a_protocol_file"])
+        )
+        assert.deepStrictEqual(report.findings.map((f) => f.path.slice(dir.length + 1)), [named("crashed.lock")])
+        assert.strictEqual(yield* Effect.promise(() => snapshotDir(dir)), before, "listing changes nothing")
+        const fixed = yield* Effect.promise(() => run(["doctor", "locks", "--dir", dir, "--fix"]))
+        assert.strictEqual(fixed.code, 0, fixed.stderr)
+        assert.include(fixed.stdout, "Ignored, not locks of this protocol (never read or touched): .lock, Cargo.lock")
+        assert.include(fixed.stdout, "Healthy.")
+        // Only the protocol's own dead lock went; every foreign file is byte for byte as it was.
+        assert.deepStrictEqual(yield* names(dir), [...foreignNames].sort())
+        const after = yield* Effect.promise(() => snapshotDir(dir))
+        assert.strictEqual(after, before.split("\n").filter((line) => !line.startsWith(named("crashed.lock"))).join("\n"))
+      }), 60_000)
+
+    live("flags a directory another user pre-created 0777, and --fix changes nothing in it (exit 1)", () =>
+      Effect.gen(function*() {
+        const tmp = yield* sharedTmp
+        const squatted = `${tmp}/locks`
+        yield* Effect.promise(() =>
+          asOtherUser(
+            "await fs.mkdir(args[0]); await fs.chmod(args[0], 0o777); await fs.writeFile(args[1], args[2])",
+            squatted,
+            `${squatted}/${named("planted.lock")}`,
+            deadLock
+          )
+        )
+        const listed = yield* Effect.promise(() => run(["doctor", "locks", "--dir", squatted, "--json"]))
+        assert.strictEqual(listed.code, 1, listed.stderr)
+        assert.deepStrictEqual(reasonsOf(listed.stdout), ["directory_not_owned", "directory_writable_by_others"])
+        assert.include(listed.stderr, "is refused (directory_not_owned, directory_writable_by_others)")
+        const fixed = yield* Effect.promise(() => run(["doctor", "locks", "--dir", squatted, "--fix"]))
+        assert.strictEqual(fixed.code, 1)
+        assert.include(fixed.stdout, "REFUSED")
+        assert.include(fixed.stdout, `owned by uid ${otherUid}`)
+        assert.include(fixed.stdout, "Nothing was changed")
+        assert.notInclude(fixed.stdout, "Healthy.")
+        assert.deepStrictEqual(yield* names(squatted), [named("planted.lock")])
+      }), 60_000)
+
+    live("flags a symbolic link unless --allow-symlink, and a regular file where the directory should be", () =>
+      Effect.gen(function*() {
+        const { dir } = yield* dirs
+        yield* Effect.promise(() => mkdir(`${dir}/real`, { mode: 0o700 }))
+        yield* Effect.promise(() => symlink(`${dir}/real`, `${dir}/link`))
+        const linked = yield* Effect.promise(() => run(["doctor", "locks", "--dir", `${dir}/link`, "--json"]))
+        assert.strictEqual(linked.code, 1)
+        assert.deepStrictEqual(reasonsOf(linked.stdout), ["directory_is_symlink"])
+        const allowed = yield* Effect.promise(() => run(["doctor", "locks", "--dir", `${dir}/link`, "--allow-symlink"]))
+        assert.strictEqual(allowed.code, 0, allowed.stderr)
+        assert.include(allowed.stdout, "Healthy.")
+        yield* Effect.promise(() => writeFile(`${dir}/file`, "x"))
+        const file = yield* Effect.promise(() => run(["doctor", "locks", "--dir", `${dir}/file`]))
+        assert.strictEqual(file.code, 1)
+        assert.include(file.stdout, "not_a_directory")
+        assert.include(file.stdout, "a regular file sits where the lock directory should be")
+        assert.notInclude(file.stdout + file.stderr, "EEXIST")
+        assert.notInclude(file.stdout, "Healthy.")
+      }), 60_000)
+
+    live("flags a directory on a read-only mount (exit 1)", () =>
+      Effect.gen(function*() {
+        const { dir } = yield* dirs
+        const mount = (args: ReadonlyArray<string>) =>
+          Effect.promise(() =>
+            new Promise<void>((resolve, reject) => {
+              const child = spawn(args[0]!, args.slice(1), { stdio: "ignore" })
+              child.once("error", reject)
+              child.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`${args.join(" ")}: exit ${code}`))))
+            })
+          )
+        yield* Effect.acquireRelease(
+          mount(["mount", "-t", "tmpfs", "-o", "ro,size=1m,mode=0700", "tmpfs", dir]),
+          () => mount(["umount", dir])
+        )
+        const listed = yield* Effect.promise(() => run(["doctor", "locks", "--dir", dir, "--json"]))
+        assert.strictEqual(listed.code, 1, listed.stderr)
+        assert.deepStrictEqual(reasonsOf(listed.stdout), ["read_only"])
+        const text = yield* Effect.promise(() => run(["doctor", "locks", "--dir", dir]))
+        assert.include(text.stdout, "read-only file system")
+        assert.notInclude(text.stdout, "Healthy.")
+      }), 60_000)
+
+    live("flags a directory the user running it cannot write to (exit 1)", () =>
+      Effect.gen(function*() {
+        const tmp = yield* sharedTmp
+        const theirs = `${tmp}/locks`
+        yield* Effect.promise(() => asOtherUser("await fs.mkdir(args[0]); await fs.chmod(args[0], 0o500)", theirs))
+        const listed = yield* Effect.promise(() => runAsOtherUser([bin, "doctor", "locks", "--dir", theirs, "--json"]))
+        assert.strictEqual(listed.code, 1, listed.stderr)
+        assert.deepStrictEqual(reasonsOf(listed.stdout), ["permission_denied"])
+        yield* Effect.promise(() => chmod(theirs, 0o700))
+        const ok = yield* Effect.promise(() => runAsOtherUser([bin, "doctor", "locks", "--dir", theirs]))
+        assert.strictEqual(ok.code, 0, ok.stderr)
+        assert.include(ok.stdout, "Healthy.")
+      }), 60_000)
+  })
+})
