@@ -1,14 +1,18 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, FileSystem, Schema } from "effect"
+import { Effect, Exit, FileSystem, Option, Schema } from "effect"
 import type { Scope } from "effect"
 import { Command } from "effect/cli"
 import { TestConsole } from "effect/testing"
 import { spawn } from "node:child_process"
-import { chmod, mkdir, readdir, rm, symlink, writeFile } from "node:fs/promises"
+import { chmod, mkdir, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises"
 import { hostname } from "node:os"
 import { fileURLToPath } from "node:url"
+import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import * as Doctor from "../src/Doctor.ts"
+import * as SessionKey from "../src/SessionKey.ts"
+import * as SessionLock from "../src/SessionLock.ts"
+import * as SessionLockFile from "../src/SessionLockFile.ts"
 import {
   foreignNames,
   makeDoctorFixture,
@@ -123,6 +127,32 @@ describe("Doctor", () => {
         const again = yield* Doctor.lockCheck({ directory: dir, fix: true }).run
         assert.strictEqual(again.items.filter((item) => item.removed).length, 0)
         assert.deepStrictEqual(yield* names(dir), remainingNames(root))
+      }))
+
+    live("judges a garbage file at a protocol name as the backend does: left alone in the grace period, then reclaimed", () =>
+      Effect.gen(function*() {
+        const { dir } = yield* dirs
+        const key = SessionKey.makeUnsafe("agent:main:garbage")
+        const path = `${dir}/${SessionKey.toFileName(key)}.lock`
+        yield* Effect.promise(() => writeFile(path, "{not json", { mode: 0o600 }))
+        const young = (yield* Doctor.lockCheck({ directory: dir, fix: true, grace: "1 hour" }).run).items[0]!
+        assert.isFalse(young.removable)
+        assert.isFalse(young.removed)
+        const lock = yield* Effect.flatMap(SessionLockFile.makeBackend({ directory: dir, grace: "1 hour" }), SessionLock.make)
+          .pipe(Effect.provide(DiagnosticBus.layer()))
+        assert.strictEqual(
+          Option.getOrThrow(yield* lock.inspect(key)).reclaimable,
+          undefined,
+          "the backend leaves it alone too"
+        )
+        const old = new Date(Date.now() - 2 * 3_600_000)
+        yield* Effect.promise(() => utimes(path, old, old))
+        const listed = (yield* Doctor.lockCheck({ directory: dir, grace: "1 hour" }).run).items[0]!
+        assert.isTrue(listed.removable)
+        assert.include(listed.reasons, "unreadable")
+        assert.strictEqual(Option.getOrThrow(yield* lock.inspect(key)).reclaimable, "unreadable", "and so does the backend")
+        const fixed = (yield* Doctor.lockCheck({ directory: dir, fix: true, grace: "1 hour" }).run).items[0]!
+        assert.isTrue(fixed.removed)
       }))
   })
 

@@ -7,15 +7,16 @@
  */
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, FileSystem } from "effect"
+import { ConfigProvider, Effect, Exit, FileSystem } from "effect"
 import type { Scope } from "effect"
 import { spawn } from "node:child_process"
-import { lstat, mkdir, readdir, rm, stat, symlink } from "node:fs/promises"
+import { chown, lstat, mkdir, readdir, rm, stat, symlink } from "node:fs/promises"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import * as lockFile from "../src/internal/lockFile.ts"
 import * as SessionKey from "../src/SessionKey.ts"
 import * as SessionLock from "../src/SessionLock.ts"
 import * as SessionLockFile from "../src/SessionLockFile.ts"
+import * as SessionRuntime from "../src/SessionRuntime.ts"
 import { workerPath } from "./utils/lockProcesses.ts"
 import { asOtherUser, makeSharedTmp, otherUid } from "./utils/otherUser.ts"
 
@@ -125,6 +126,27 @@ describe("SessionLockFile lock directory", () => {
         // What the runtime created in the squatter's directory holds no lock.
         const locks = yield* Effect.promise(() => readdir(`${parent}/locks`).catch(() => []))
         assert.deepStrictEqual(locks, [])
+      }))
+  })
+
+  describe("defaultLockDirectory", () => {
+    live("reads XDG_RUNTIME_DIR through Config and uses it only when it is this user's private directory", () =>
+      Effect.gen(function*() {
+        const root = yield* tempDir
+        const runtimeDir = `${root}/run`
+        yield* Effect.promise(() => mkdir(runtimeDir, { mode: 0o700 }))
+        const withEnv = (env: Record<string, string>) =>
+          SessionRuntime.defaultLockDirectory.pipe(
+            Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+          )
+        assert.strictEqual(
+          yield* withEnv({ XDG_RUNTIME_DIR: runtimeDir }),
+          `${runtimeDir}/effect-session-runtime/locks`
+        )
+        // Another user's runtime directory is not ours to use.
+        yield* Effect.promise(() => chown(runtimeDir, otherUid, otherUid))
+        assert.match(yield* withEnv({ XDG_RUNTIME_DIR: runtimeDir }), new RegExp(`/effect-session-runtime-${uid}/locks$`))
+        assert.match(yield* withEnv({}), new RegExp(`/effect-session-runtime-${uid}/locks$`))
       }))
   })
 
