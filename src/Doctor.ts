@@ -389,7 +389,8 @@ export const renderLocks = (
   if (result.problems.length > 0) {
     lines.push(`Lock directory ${directory}: REFUSED (the file backend will not start on it)`)
     for (const problem of result.problems) {
-      lines.push(`  ${problem.reason} at ${problem.path}: ${problem.detail}. ${SessionLock.ioAdviceFor(problem.reason)}`)
+      const advice = SessionLock.ioAdviceFor(problem.reason)
+      lines.push(`  ${problem.reason} at ${problem.path}: ${problem.detail}. ${advice}`)
     }
     if (options.fix) lines.push("  Nothing was changed: --fix acts only in a directory that passes every check.")
   }

@@ -129,7 +129,7 @@ describe("Doctor", () => {
         assert.deepStrictEqual(yield* names(dir), remainingNames(root))
       }))
 
-    live("judges a garbage file at a protocol name as the backend does: left alone in the grace period, then reclaimed", () =>
+    live("judges garbage at a protocol name as the backend does: left alone in the grace period, then reclaimed", () =>
       Effect.gen(function*() {
         const { dir } = yield* dirs
         const key = SessionKey.makeUnsafe("agent:main:garbage")
@@ -138,8 +138,10 @@ describe("Doctor", () => {
         const young = (yield* Doctor.lockCheck({ directory: dir, fix: true, grace: "1 hour" }).run).items[0]!
         assert.isFalse(young.removable)
         assert.isFalse(young.removed)
-        const lock = yield* Effect.flatMap(SessionLockFile.makeBackend({ directory: dir, grace: "1 hour" }), SessionLock.make)
-          .pipe(Effect.provide(DiagnosticBus.layer()))
+        const lock = yield* Effect.flatMap(
+          SessionLockFile.makeBackend({ directory: dir, grace: "1 hour" }),
+          SessionLock.make
+        ).pipe(Effect.provide(DiagnosticBus.layer()))
         assert.strictEqual(
           Option.getOrThrow(yield* lock.inspect(key)).reclaimable,
           undefined,
@@ -150,7 +152,7 @@ describe("Doctor", () => {
         const listed = (yield* Doctor.lockCheck({ directory: dir, grace: "1 hour" }).run).items[0]!
         assert.isTrue(listed.removable)
         assert.include(listed.reasons, "unreadable")
-        assert.strictEqual(Option.getOrThrow(yield* lock.inspect(key)).reclaimable, "unreadable", "and so does the backend")
+        assert.strictEqual(Option.getOrThrow(yield* lock.inspect(key)).reclaimable, "unreadable", "the backend too")
         const fixed = (yield* Doctor.lockCheck({ directory: dir, fix: true, grace: "1 hour" }).run).items[0]!
         assert.isTrue(fixed.removed)
       }))
@@ -285,7 +287,7 @@ describe("Doctor", () => {
     })
     const reasonsOf = (stdout: string) => decodeReport(stdout.trim()).problems.map((p) => p.reason)
 
-    live("--fix among yarn.lock, Cargo.lock, flake.lock and a hidden .lock (1 h old) removes none; --json lists them as ignored", () =>
+    live("--fix among yarn.lock, Cargo.lock, flake.lock, a hidden .lock (1 h old) removes none; --json: ignored", () =>
       Effect.gen(function*() {
         const { dir } = yield* dirs
         yield* Effect.promise(() => writeForeignFiles(dir))
@@ -307,7 +309,8 @@ describe("Doctor", () => {
         // Only the protocol's own dead lock went; every foreign file is byte for byte as it was.
         assert.deepStrictEqual(yield* names(dir), [...foreignNames].sort())
         const after = yield* Effect.promise(() => snapshotDir(dir))
-        assert.strictEqual(after, before.split("\n").filter((line) => !line.startsWith(named("crashed.lock"))).join("\n"))
+        const untouched = before.split("\n").filter((line) => !line.startsWith(named("crashed.lock")))
+        assert.strictEqual(after, untouched.join("\n"))
       }), 60_000)
 
     live("flags a directory another user pre-created 0777, and --fix changes nothing in it (exit 1)", () =>
@@ -363,7 +366,9 @@ describe("Doctor", () => {
             new Promise<void>((resolve, reject) => {
               const child = spawn(args[0]!, args.slice(1), { stdio: "ignore" })
               child.once("error", reject)
-              child.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`${args.join(" ")}: exit ${code}`))))
+              child.once("exit", (code) =>
+                code === 0 ? resolve() : reject(new Error(`${args.join(" ")}: exit ${code}`))
+              )
             })
           )
         yield* Effect.acquireRelease(

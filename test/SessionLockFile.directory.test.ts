@@ -24,7 +24,11 @@ const uid = process.getuid!()
 const key = SessionKey.makeUnsafe("agent:main:telegram:direct:42")
 
 const live = (name: string, body: () => Effect.Effect<void, unknown, NodeServices.NodeServices | Scope.Scope>) =>
-  it.live(name, () => body().pipe(Effect.scoped, Effect.provide(NodeServices.layer)) as Effect.Effect<void, unknown>, 30_000)
+  it.live(
+    name,
+    () => body().pipe(Effect.scoped, Effect.provide(NodeServices.layer)) as Effect.Effect<void, unknown>,
+    30_000
+  )
 
 /** A shared `/tmp`-like directory, removed when the test's scope closes. */
 const sharedTmp = Effect.acquireRelease(
@@ -101,7 +105,8 @@ describe("SessionLockFile lock directory", () => {
         const squatted = `${tmp}/effect-session-runtime-${uid}/locks`
         yield* Effect.promise(() =>
           asOtherUser(
-            "await fs.mkdir(args[0], { recursive: true }); await fs.chmod(args[0], 0o777); await fs.chmod(args[1], 0o777)",
+            "await fs.mkdir(args[0], { recursive: true })\n" +
+              "await fs.chmod(args[0], 0o777)\nawait fs.chmod(args[1], 0o777)",
             squatted,
             `${tmp}/effect-session-runtime-${uid}`
           )
@@ -145,8 +150,9 @@ describe("SessionLockFile lock directory", () => {
         )
         // Another user's runtime directory is not ours to use.
         yield* Effect.promise(() => chown(runtimeDir, otherUid, otherUid))
-        assert.match(yield* withEnv({ XDG_RUNTIME_DIR: runtimeDir }), new RegExp(`/effect-session-runtime-${uid}/locks$`))
-        assert.match(yield* withEnv({}), new RegExp(`/effect-session-runtime-${uid}/locks$`))
+        const perUser = new RegExp(`/effect-session-runtime-${uid}/locks$`)
+        assert.match(yield* withEnv({ XDG_RUNTIME_DIR: runtimeDir }), perUser)
+        assert.match(yield* withEnv({}), perUser)
       }))
   })
 

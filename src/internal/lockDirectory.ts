@@ -97,8 +97,13 @@ export const observedOf = (stats: BigIntStats): Observed => ({
 /** @internal */
 export const octal = (mode: number): string => mode.toString(8).padStart(4, "0")
 
-const kindName = (kind: Observed["kind"]) =>
-  kind === "file" ? "a regular file" : kind === "symlink" ? "a symbolic link" : kind === "other" ? "a special file" : "a directory"
+const kindNames = {
+  file: "a regular file",
+  symlink: "a symbolic link",
+  other: "a special file",
+  directory: "a directory"
+} as const
+const kindName = (kind: Observed["kind"]) => kindNames[kind]
 
 const groupOrOtherWrite = 0o022
 const sticky = 0o1000

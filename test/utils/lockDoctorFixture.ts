@@ -18,7 +18,16 @@ export const named = (labelled: string): string => {
 }
 
 /** Files that are not the protocol's, each an hour old; the doctor must never touch them. */
-export const foreignNames = [".lock", "Cargo.lock", "flake.lock", "garbage.lock", "notes.txt", "session.fence", "something.lock.bak", "yarn.lock"]
+export const foreignNames = [
+  ".lock",
+  "Cargo.lock",
+  "flake.lock",
+  "garbage.lock",
+  "notes.txt",
+  "session.fence",
+  "something.lock.bak",
+  "yarn.lock"
+]
 
 const payload = (fields: Record<string, unknown>) =>
   JSON.stringify({
