@@ -1,0 +1,102 @@
+/**
+ * Does the default runtime lose diagnostic events at its own maximum turn
+ * rate? `SessionRuntime.layer` with its default bus, metrics and stability
+ * log (no session lock, so turns run as fast as the library allows), and
+ * 1, 10, 100 and 1,000 sessions each running turns back to back (closed loop:
+ * submit, await, submit the next), every turn a run with one tool and one
+ * model marker. All four are measured in the same run.
+ *
+ * Figures, per session count N:
+ * - `bus_drop_share_N_sessions`: events the bus dropped for its subscribers
+ *   ÷ events it delivered to them (published × subscribers); 0 when there
+ *   is no subscriber to drop for. Goal 0 with default settings.
+ * - `bus_turn_us_N_sessions`: wall time per turn.
+ * - `bus_metrics_exact_N_sessions`: whether the metrics' turn counter equals
+ *   the turns run (counters lose nothing).
+ * - `bus_events_per_turn`: events published per turn.
+ */
+import { Context, Effect, Exit, Layer, Metric, Scope } from "effect"
+import * as ActivityTracker from "../src/ActivityTracker.ts"
+import * as DiagnosticBus from "../src/DiagnosticBus.ts"
+import * as SessionKey from "../src/SessionKey.ts"
+import * as SessionLanes from "../src/SessionLanes.ts"
+import * as SessionRuntime from "../src/SessionRuntime.ts"
+import * as StabilityLog from "../src/StabilityLog.ts"
+import type { Suite } from "./index.ts"
+
+interface Measured {
+  readonly dropShare: number
+  readonly turnUs: number
+  readonly eventsPerTurn: number
+  readonly exact: boolean
+}
+
+const measure = (sessions: number, turnsPerSession: number): Promise<Measured> =>
+  Effect.runPromise(Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const context = yield* Layer.buildWithScope(
+      SessionRuntime.layer({ lock: { backend: "none" }, lanes: { spans: false }, tracker: { spans: false } }).pipe(
+        Layer.provideMerge(Layer.succeed(Metric.MetricRegistry, new Map()))
+      ),
+      scope
+    )
+    const lanes = Context.get(context, SessionLanes.SessionLanes)
+    const tracker = Context.get(context, ActivityTracker.ActivityTracker)
+    const bus = Context.get(context, DiagnosticBus.DiagnosticBus)
+    const log = Context.get(context, StabilityLog.StabilityLog)
+    const turn = tracker.tool({ name: "search" }, Effect.void).pipe(
+      Effect.andThen(tracker.model({ provider: "openai", model: "gpt" }, Effect.void))
+    )
+    const keys = Array.from({ length: sessions }, (_, i) => SessionKey.makeUnsafe(`agent:bench:drops:${i}`))
+    const before = yield* bus.stats
+    const started = performance.now()
+    yield* Effect.forEach(
+      keys,
+      (key) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < turnsPerSession; i++) {
+            const submission = yield* lanes.submit(key, turn)
+            yield* submission.result
+          }
+        }),
+      { concurrency: "unbounded", discard: true }
+    )
+    const elapsed = performance.now() - started
+    // Let every subscriber catch up, then read the figures.
+    for (let i = 0; i < 50; i++) yield* Effect.yieldNow
+    const after = yield* bus.stats
+    const published = after.published - before.published
+    const subscribers = after.subscribers.length
+    const dropped = after.dropped - before.dropped
+    const turns = sessions * turnsPerSession
+    const summary = yield* log.summary
+    const counted = Metric.snapshotUnsafe(context as Context.Context<never>)
+      .filter((s) => s.id === "session_runtime_turn_admissions_total")
+      .reduce((n, s) => n + (s.state as Metric.CounterState<number>).count, 0)
+    yield* Scope.close(scope, Exit.void)
+    return {
+      dropShare: subscribers === 0 ? 0 : dropped / (published * subscribers),
+      turnUs: (elapsed * 1000) / turns,
+      eventsPerTurn: published / turns,
+      exact: counted === turns && summary.droppedByBus === 0
+    }
+  }).pipe(Effect.scoped))
+
+const suite: Suite = {
+  name: "Bus drops at the maximum turn rate",
+  run: async ({ quick }) => {
+    const total = quick ? 20_000 : 60_000
+    await measure(10, 200) // warm up
+    const figures: Record<string, number | boolean> = {}
+    for (const sessions of [1, 10, 100, 1000]) {
+      const result = await measure(sessions, Math.max(10, Math.floor(total / sessions)))
+      figures[`bus_drop_share_${sessions}_sessions`] = result.dropShare
+      figures[`bus_turn_us_${sessions}_sessions`] = result.turnUs
+      figures[`bus_metrics_exact_${sessions}_sessions`] = result.exact
+      figures.bus_events_per_turn = result.eventsPerTurn
+    }
+    return figures
+  }
+}
+
+export default suite
