@@ -14,8 +14,14 @@
  * - `bus_metrics_exact_N_sessions`: whether the metrics' admission counter
  *   equals the turns run and the stability log recorded every event.
  * - `bus_events_per_turn`: events published per turn.
+ * - `bus_subscribers_default`, `bus_observers_default`: the default runtime's
+ *   bus readers. Its metrics and stability log observe the bus (see
+ *   `DiagnosticBus.observe`): nothing can be dropped for them.
+ * - `bus_drop_share_100_sessions_one_user_subscriber`: the same with 100
+ *   sessions plus one user subscriber that drains the stream and does
+ *   nothing else (what a user's sink gets at the default capacity).
  */
-import { Context, Effect, Exit, Layer, Metric, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
 import * as ActivityTracker from "../src/ActivityTracker.ts"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import * as SessionKey from "../src/SessionKey.ts"
@@ -25,13 +31,15 @@ import * as StabilityLog from "../src/StabilityLog.ts"
 import type { Suite } from "./index.ts"
 
 interface Measured {
+  readonly subscribers: number
+  readonly observers: number
   readonly dropShare: number
   readonly turnUs: number
   readonly eventsPerTurn: number
   readonly exact: boolean
 }
 
-const measure = (sessions: number, turnsPerSession: number): Promise<Measured> =>
+const measure = (sessions: number, turnsPerSession: number, userSubscriber = false): Promise<Measured> =>
   Effect.runPromise(Effect.gen(function*() {
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(
@@ -47,6 +55,10 @@ const measure = (sessions: number, turnsPerSession: number): Promise<Measured> =
     const turn = tracker.tool({ name: "search" }, Effect.void).pipe(
       Effect.andThen(tracker.model({ provider: "openai", model: "gpt" }, Effect.void))
     )
+    if (userSubscriber) {
+      const events = yield* bus.subscribe({ name: "bench-user" }).pipe(Scope.provide(scope))
+      yield* events.pipe(Stream.runForEachArray(() => Effect.void), Effect.forkIn(scope))
+    }
     const keys = Array.from({ length: sessions }, (_, i) => SessionKey.makeUnsafe(`agent:bench:drops:${i}`))
     const before = yield* bus.stats
     const recordedBefore = (yield* log.summary).recorded
@@ -76,6 +88,8 @@ const measure = (sessions: number, turnsPerSession: number): Promise<Measured> =
       .reduce((n, s) => n + (s.state as Metric.CounterState<number>).count, 0)
     yield* Scope.close(scope, Exit.void)
     return {
+      subscribers,
+      observers: after.observers,
       dropShare: subscribers === 0 ? 0 : dropped / (published * subscribers),
       turnUs: (elapsed * 1000) / turns,
       eventsPerTurn: published / turns,
@@ -95,7 +109,12 @@ const suite: Suite = {
       figures[`bus_turn_us_${sessions}_sessions`] = result.turnUs
       figures[`bus_metrics_exact_${sessions}_sessions`] = result.exact
       figures.bus_events_per_turn = result.eventsPerTurn
+      figures.bus_subscribers_default = result.subscribers
+      figures.bus_observers_default = result.observers
     }
+    const withUser = await measure(100, Math.floor(total / 100), true)
+    figures.bus_drop_share_100_sessions_one_user_subscriber = withUser.dropShare
+    figures.bus_turn_us_100_sessions_one_user_subscriber = withUser.turnUs
     return figures
   }
 }
