@@ -17,6 +17,10 @@
  * - `bus_subscribers_default`, `bus_observers_default`: the default runtime's
  *   bus readers. Its metrics and stability log observe the bus (see
  *   `DiagnosticBus.observe`): nothing can be dropped for them.
+ * - `bus_observers_ns_per_event`: what the runtime's observers (metrics and
+ *   stability log) add to publishing one event, measured over a real turn's
+ *   events against the same publishing on a bare bus
+ *   (`bus_publish_ns_per_event_bare`, `bus_publish_ns_per_event_observed`).
  * - `bus_drop_share_100_sessions_one_user_subscriber`: the same with 100
  *   sessions plus one user subscriber that drains the stream and does
  *   nothing else (what a user's sink gets at the default capacity).
@@ -24,11 +28,14 @@
 import { Context, Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
 import * as ActivityTracker from "../src/ActivityTracker.ts"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
+import type * as DiagnosticEvent from "../src/DiagnosticEvent.ts"
+import * as MetricsFromEvents from "../src/MetricsFromEvents.ts"
 import * as SessionKey from "../src/SessionKey.ts"
 import * as SessionLanes from "../src/SessionLanes.ts"
 import * as SessionRuntime from "../src/SessionRuntime.ts"
 import * as StabilityLog from "../src/StabilityLog.ts"
 import type { Suite } from "./index.ts"
+import { alternate } from "./utils/stats.ts"
 
 interface Measured {
   readonly subscribers: number
@@ -97,6 +104,53 @@ const measure = (sessions: number, turnsPerSession: number, userSubscriber = fal
     }
   }).pipe(Effect.scoped))
 
+/**
+ * Nanoseconds per event of publishing one turn's events (captured from a real
+ * turn) `rounds` times, on a bus with the runtime's observers (metrics and
+ * stability log) or on a bare bus.
+ */
+const publishCost = (withObservers: boolean, drafts: ReadonlyArray<DiagnosticEvent.Draft>, rounds: number) =>
+  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const bare = DiagnosticBus.layer()
+    const context = yield* Layer.buildWithScope(
+      (withObservers
+        ? Layer.mergeAll(MetricsFromEvents.layer(), StabilityLog.layer()).pipe(Layer.provideMerge(bare))
+        : bare).pipe(Layer.provideMerge(Layer.succeed(Metric.MetricRegistry, new Map()))),
+      scope
+    )
+    const bus = Context.get(context as Context.Context<DiagnosticBus.DiagnosticBus>, DiagnosticBus.DiagnosticBus)
+    const started = performance.now()
+    for (let r = 0; r < rounds; r++) for (const draft of drafts) bus.publishUnsafe(draft)
+    const elapsed = performance.now() - started
+    yield* Scope.close(scope, Exit.void)
+    return (elapsed * 1e6) / (rounds * drafts.length)
+  })))
+
+/** The drafts of one turn with a tool and a model call, as the runtime publishes them. */
+const oneTurn = (): Promise<ReadonlyArray<DiagnosticEvent.Draft>> =>
+  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const context = yield* Layer.build(
+      SessionRuntime.layer({ lock: { backend: "none" }, lanes: { spans: false }, tracker: { spans: false } }).pipe(
+        Layer.provideMerge(Layer.succeed(Metric.MetricRegistry, new Map()))
+      )
+    )
+    const bus = Context.get(context, DiagnosticBus.DiagnosticBus)
+    const lanes = Context.get(context, SessionLanes.SessionLanes)
+    const tracker = Context.get(context, ActivityTracker.ActivityTracker)
+    const seen: Array<DiagnosticEvent.DiagnosticEvent> = []
+    yield* bus.observe((event) => seen.push(event))
+    const key = SessionKey.makeUnsafe("agent:bench:drops:one")
+    const turn = tracker.tool({ name: "search" }, Effect.void).pipe(
+      Effect.andThen(tracker.model({ provider: "openai", model: "gpt" }, Effect.void))
+    )
+    yield* (yield* lanes.submit(key, turn)).result
+    yield* (yield* lanes.submit(key, turn)).result
+    // The second turn: the lane was open already, as for most turns.
+    const second = seen.slice(seen.findLastIndex((e) => e._tag === "session.lane.admitted"))
+    return second.map(({ seq: _seq, ts: _ts, ...draft }) => draft as unknown as DiagnosticEvent.Draft)
+  })))
+
 const suite: Suite = {
   name: "Bus drops at the maximum turn rate",
   run: async ({ quick }) => {
@@ -112,6 +166,17 @@ const suite: Suite = {
       figures.bus_subscribers_default = result.subscribers
       figures.bus_observers_default = result.observers
     }
+    const drafts = await oneTurn()
+    const rounds = quick ? 20_000 : 50_000
+    await publishCost(true, drafts, 2_000) // warm up
+    await publishCost(false, drafts, 2_000)
+    const cost = await alternate(quick ? 3 : 5, {
+      observed: () => publishCost(true, drafts, rounds),
+      bare: () => publishCost(false, drafts, rounds)
+    })
+    figures.bus_publish_ns_per_event_bare = cost.bare
+    figures.bus_publish_ns_per_event_observed = cost.observed
+    figures.bus_observers_ns_per_event = cost.observed - cost.bare
     const withUser = await measure(100, Math.floor(total / 100), true)
     figures.bus_drop_share_100_sessions_one_user_subscriber = withUser.dropShare
     figures.bus_turn_us_100_sessions_one_user_subscriber = withUser.turnUs

@@ -176,13 +176,14 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   let published = 0
   let droppedTotal = 0
   let anonymous = 0
-  // Copied on change, so a publish iterates a stable array.
-  let observers: ReadonlyArray<(event: DiagnosticEvent.DiagnosticEvent) => void> = []
+  // Copied on change, so a publish iterates a stable array. One record per
+  // registration, so the same function observing twice is removed once.
+  let observers: ReadonlyArray<{ readonly observe: (event: DiagnosticEvent.DiagnosticEvent) => void }> = []
   let observerFailures = 0
   const notify = (event: DiagnosticEvent.DiagnosticEvent): void => {
     for (let i = 0; i < observers.length; i++) {
       try {
-        observers[i]!(event)
+        observers[i]!.observe(event)
       } catch {
         observerFailures++
       }
@@ -191,14 +192,13 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const observe = (observer: (event: DiagnosticEvent.DiagnosticEvent) => void) =>
     Effect.acquireRelease(
       Effect.sync(() => {
-        // A wrapper per registration, so the same function observing twice is removed once.
-        const registered = (event: DiagnosticEvent.DiagnosticEvent) => observer(event)
-        observers = [...observers, registered]
-        return registered
+        const registration = { observe: observer }
+        observers = [...observers, registration]
+        return registration
       }),
-      (registered) =>
+      (registration) =>
         Effect.sync(() => {
-          observers = observers.filter((o) => o !== registered)
+          observers = observers.filter((o) => o !== registration)
         })
     ).pipe(Effect.asVoid)
 

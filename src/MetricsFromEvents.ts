@@ -346,7 +346,7 @@ export const layer = (
 
 /**
  * Decorates the `EventLoopMonitor` so that every sample (one per watchdog
- * tick) also sets the event-loop gauges (`event_loop_delay_p99_seconds`,
+ * tick) also sets the event-loop gauges (at 0 until the first sample) (`event_loop_delay_p99_seconds`,
  * `event_loop_delay_max_seconds`, `event_loop_utilization`); without it they
  * move only on `diagnostic.liveness.warning`. The sampler itself is not
  * called more often: its intervals stay the watchdog's.
@@ -364,6 +364,10 @@ export const layerEventLoopGauges: Layer.Layer<
     const monitor = yield* NodeEventLoopMonitor.EventLoopMonitor
     const metrics = yield* SessionMetrics.SessionMetrics
     const context = yield* Effect.context<never>()
+    // The gauges exist from start-up, before the first sample.
+    for (const gauge of [metrics.eventLoopDelayP99Seconds, metrics.eventLoopDelayMaxSeconds, metrics.eventLoopUtilization]) {
+      gauge.updateUnsafe(0, context)
+    }
     return NodeEventLoopMonitor.EventLoopMonitor.of({
       sample: Effect.tap(monitor.sample, (sample) =>
         Effect.sync(() => {
