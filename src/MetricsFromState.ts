@@ -1,7 +1,7 @@
 /**
  * The gauges of state, read from the services that own the state: open
- * sessions by lane state and the turns queued, from `SessionLanes`; open tool
- * and model calls and the runs registered, from the `ActivityTracker`.
+ * sessions by lane state and the turns queued, from `SessionLanes.list`; open
+ * tool and model calls and the runs registered, from `ActivityTracker.stats`.
  *
  * Each gauge is registered with `Metric.registerUnsafe`, so its value is read
  * when metrics are read (a Prometheus scrape, an OTLP export,
@@ -19,7 +19,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
-import { ActivityTracker } from "./ActivityTracker.ts"
+import * as ActivityTracker from "./ActivityTracker.ts"
 import type * as DiagnosticEvent from "./DiagnosticEvent.ts"
 import { type LaneView, SessionLanes } from "./SessionLanes.ts"
 import * as SessionMetrics from "./SessionMetrics.ts"
@@ -51,16 +51,14 @@ export const emptyReading: Reading = {
 }
 
 /**
- * The reading of the lanes' views and the tracker's per-session open calls
- * and registered runs.
+ * The reading of the lanes' views and the tracker's figures.
  *
  * @category constructors
  * @since 0.1.0
  */
 export const makeReading = (
   lanes: Iterable<Pick<LaneView, "state" | "queueDepth">>,
-  activity: Iterable<{ readonly openTools: number; readonly openModelCalls: number }>,
-  activeRuns: number
+  activity: Pick<ActivityTracker.Stats, "openTools" | "openModelCalls" | "owners">
 ): Reading => {
   const sessions: Record<DiagnosticEvent.LaneState, number> = { idle: 0, processing: 0 }
   let queueDepth = 0
@@ -68,13 +66,12 @@ export const makeReading = (
     sessions[lane.state]++
     queueDepth += lane.queueDepth
   }
-  let tools = 0
-  let modelCalls = 0
-  for (const session of activity) {
-    tools += session.openTools
-    modelCalls += session.openModelCalls
+  return {
+    sessions,
+    queueDepth,
+    activeCalls: { tool_call: activity.openTools, model_call: activity.openModelCalls },
+    activeRuns: activity.owners
   }
-  return { sessions, queueDepth, activeCalls: { tool_call: tools, model_call: modelCalls }, activeRuns }
 }
 
 const gauge = (value: number): Metric.GaugeState<number> => ({ value })
@@ -90,15 +87,15 @@ const ignore = () => {}
 export const make: Effect.Effect<
   void,
   never,
-  SessionLanes | ActivityTracker | SessionMetrics.SessionMetrics | Scope.Scope
+  SessionLanes | ActivityTracker.ActivityTracker | SessionMetrics.SessionMetrics | Scope.Scope
 > = Effect.gen(function*() {
   const lanes = yield* SessionLanes
-  const tracker = yield* ActivityTracker
+  const tracker = yield* ActivityTracker.ActivityTracker
   const metrics = yield* SessionMetrics.SessionMetrics
   const context = yield* Effect.context<never>()
   const read = Effect.map(
-    Effect.all([lanes.list, tracker.snapshotAll, tracker.stats]),
-    ([views, activity, stats]) => makeReading(views, activity, stats.owners)
+    Effect.all([lanes.list, tracker.stats]),
+    ([views, stats]) => makeReading(views, stats)
   )
   let last = emptyReading
   let current: Reading | undefined
@@ -137,5 +134,9 @@ export const make: Effect.Effect<
  * @category layers
  * @since 0.1.0
  */
-export const layer: Layer.Layer<never, never, SessionLanes | ActivityTracker | SessionMetrics.SessionMetrics> =
+export const layer: Layer.Layer<
+  never,
+  never,
+  SessionLanes | ActivityTracker.ActivityTracker | SessionMetrics.SessionMetrics
+> =
   Layer.effectDiscard(make)

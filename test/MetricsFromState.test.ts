@@ -125,11 +125,10 @@ describe("MetricsFromState", () => {
   })
 
   describe("makeReading", () => {
-    it("sums lanes by state, their queues and the open calls", () => {
+    it("counts lanes by state and sums their queues", () => {
       const reading = MetricsFromState.makeReading(
         [{ state: "idle", queueDepth: 2 }, { state: "processing", queueDepth: 3 }, { state: "idle", queueDepth: 0 }],
-        [{ openTools: 2, openModelCalls: 1 }, { openTools: 0, openModelCalls: 4 }],
-        3
+        { openTools: 2, openModelCalls: 5, owners: 3 }
       )
       assert.deepStrictEqual(reading, {
         sessions: { idle: 2, processing: 1 },

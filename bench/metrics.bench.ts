@@ -1,6 +1,6 @@
 /**
- * Does the default runtime lose diagnostic events at its own maximum turn
- * rate? `SessionRuntime.layer` with its default bus, metrics and stability
+ * Telemetry under load. First: does the default runtime lose diagnostic
+ * events at its own maximum turn rate? `SessionRuntime.layer` with its default bus, metrics and stability
  * log (no session lock, so turns run as fast as the library allows), and
  * 1, 10, 100 and 1,000 sessions each running turns back to back (closed loop:
  * submit, await, submit the next), every turn a run with one tool and one
@@ -24,8 +24,14 @@
  * - `bus_drop_share_100_sessions_one_user_subscriber`: the same with 100
  *   sessions plus one user subscriber that drains the stream and does
  *   nothing else (what a user's sink gets at the default capacity).
+ *
+ * Then: what reading the gauges of state costs (they are read from the lanes
+ * and the tracker at every scrape): `gauges_read_ms_10000_sessions`, one
+ * `Metric.snapshot` of the runtime's registry with 10,000 open sessions, each
+ * with a turn in a tool call; `snapshot_ms_10000_sessions_without_state_gauges`
+ * is the same snapshot of the counters alone, as a baseline.
  */
-import { Context, Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
+import { Context, Deferred, Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
 import * as ActivityTracker from "../src/ActivityTracker.ts"
 import * as DiagnosticBus from "../src/DiagnosticBus.ts"
 import type * as DiagnosticEvent from "../src/DiagnosticEvent.ts"
@@ -151,8 +157,44 @@ const oneTurn = (): Promise<ReadonlyArray<DiagnosticEvent.Draft>> =>
     return second.map(({ seq: _seq, ts: _ts, ...draft }) => draft as unknown as DiagnosticEvent.Draft)
   })))
 
+/** Milliseconds per `Metric.snapshot` with 10,000 sessions busy in a tool call. */
+const gaugeReadCost = (sessions: number, reads: number) =>
+  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const context = yield* Layer.build(
+      SessionRuntime.layer({ lock: { backend: "none" }, lanes: { spans: false }, tracker: { spans: false } }).pipe(
+        Layer.provideMerge(Layer.succeed(Metric.MetricRegistry, new Map()))
+      )
+    )
+    const lanes = Context.get(context, SessionLanes.SessionLanes)
+    const tracker = Context.get(context, ActivityTracker.ActivityTracker)
+    const release = yield* Deferred.make<void>()
+    for (let i = 0; i < sessions; i++) {
+      yield* lanes.submit(SessionKey.makeUnsafe(`agent:bench:gauges:${i}`), tracker.tool({ name: "exec" }, Deferred.await(release)))
+    }
+    for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+    const registry = Context.get(context, Metric.MetricRegistry)
+    const stateIds = new Set(["session_runtime_sessions", "session_runtime_queue_depth", "session_runtime_active_calls", "session_runtime_active_runs"])
+    const withoutState = Context.add(context, Metric.MetricRegistry, new Map([...registry].filter(([, m]) => !stateIds.has(m.id))))
+    const time = (ctx: Context.Context<never>) =>
+      Effect.promise(async () => {
+        const started = performance.now()
+        for (let i = 0; i < reads; i++) {
+          Metric.snapshotUnsafe(ctx)
+          await new Promise<void>((resolve) => queueMicrotask(resolve)) // a new reading each time
+        }
+        return (performance.now() - started) / reads
+      })
+    const full = yield* time(context as Context.Context<never>)
+    const bare = yield* time(withoutState as Context.Context<never>)
+    const processing = Metric.snapshotUnsafe(context as Context.Context<never>).find((m) =>
+      m.id === "session_runtime_sessions" && m.attributes?.["state"] === "processing"
+    )
+    yield* Deferred.succeed(release, undefined)
+    return { full, bare, processing: (processing?.state as Metric.GaugeState<number> | undefined)?.value ?? -1 }
+  })))
+
 const suite: Suite = {
-  name: "Bus drops at the maximum turn rate",
+  name: "Telemetry under load: bus drops, observer cost, gauge reads",
   run: async ({ quick }) => {
     const total = quick ? 20_000 : 60_000
     await measure(10, 200) // warm up
@@ -177,6 +219,10 @@ const suite: Suite = {
     figures.bus_publish_ns_per_event_bare = cost.bare
     figures.bus_publish_ns_per_event_observed = cost.observed
     figures.bus_observers_ns_per_event = cost.observed - cost.bare
+    const reads = await gaugeReadCost(10_000, quick ? 10 : 30)
+    figures.gauges_read_ms_10000_sessions = reads.full
+    figures.snapshot_ms_10000_sessions_without_state_gauges = reads.bare
+    figures.gauges_processing_seen_10000_sessions = reads.processing
     const withUser = await measure(100, Math.floor(total / 100), true)
     figures.bus_drop_share_100_sessions_one_user_subscriber = withUser.dropShare
     figures.bus_turn_us_100_sessions_one_user_subscriber = withUser.turnUs
