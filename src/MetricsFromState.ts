@@ -37,6 +37,13 @@ export interface Reading {
   readonly activeRuns: number
 }
 
+// One count per lane state of the catalogue, so a new state needs no change here.
+const noSessions = (): Record<DiagnosticEvent.LaneState, number> =>
+  Object.fromEntries(SessionMetrics.domains.laneState.map((state) => [state, 0])) as Record<
+    DiagnosticEvent.LaneState,
+    number
+  >
+
 /**
  * The reading of an empty runtime.
  *
@@ -44,7 +51,7 @@ export interface Reading {
  * @since 0.1.0
  */
 export const emptyReading: Reading = {
-  sessions: { idle: 0, processing: 0 },
+  sessions: noSessions(),
   queueDepth: 0,
   activeCalls: { tool_call: 0, model_call: 0 },
   activeRuns: 0
@@ -60,7 +67,7 @@ export const makeReading = (
   lanes: Iterable<Pick<LaneView, "state" | "queueDepth">>,
   activity: Pick<ActivityTracker.Stats, "openTools" | "openModelCalls" | "owners">
 ): Reading => {
-  const sessions: Record<DiagnosticEvent.LaneState, number> = { idle: 0, processing: 0 }
+  const sessions = noSessions()
   let queueDepth = 0
   for (const lane of lanes) {
     sessions[lane.state]++
