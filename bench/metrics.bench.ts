@@ -169,12 +169,15 @@ const gaugeReadCost = (sessions: number, reads: number) =>
     const tracker = Context.get(context, ActivityTracker.ActivityTracker)
     const release = yield* Deferred.make<void>()
     for (let i = 0; i < sessions; i++) {
-      yield* lanes.submit(SessionKey.makeUnsafe(`agent:bench:gauges:${i}`), tracker.tool({ name: "exec" }, Deferred.await(release)))
+      const key = SessionKey.makeUnsafe(`agent:bench:gauges:${i}`)
+      yield* lanes.submit(key, tracker.tool({ name: "exec" }, Deferred.await(release)))
     }
     for (let i = 0; i < 20; i++) yield* Effect.yieldNow
     const registry = Context.get(context, Metric.MetricRegistry)
-    const stateIds = new Set(["session_runtime_sessions", "session_runtime_queue_depth", "session_runtime_active_calls", "session_runtime_active_runs"])
-    const withoutState = Context.add(context, Metric.MetricRegistry, new Map([...registry].filter(([, m]) => !stateIds.has(m.id))))
+    const nouns = ["sessions", "queue_depth", "active_calls", "active_runs"]
+    const stateIds = new Set(nouns.map((noun) => `session_runtime_${noun}`))
+    const counters = new Map([...registry].filter(([, m]) => !stateIds.has(m.id)))
+    const withoutState = Context.add(context, Metric.MetricRegistry, counters)
     const time = (ctx: Context.Context<never>) =>
       Effect.promise(async () => {
         const started = performance.now()

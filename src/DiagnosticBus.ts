@@ -130,7 +130,9 @@ export class DiagnosticBus extends Context.Service<DiagnosticBus, {
    * cheap synchronous bookkeeping only (it runs on the publisher's path):
    * it must not block or publish; a throw is caught and counted.
    */
-  readonly observe: (observer: (event: DiagnosticEvent.DiagnosticEvent) => void) => Effect.Effect<void, never, Scope.Scope>
+  readonly observe: (
+    observer: (event: DiagnosticEvent.DiagnosticEvent) => void
+  ) => Effect.Effect<void, never, Scope.Scope>
   readonly stats: Effect.Effect<Stats>
 }>()("effect-session-runtime/DiagnosticBus") {}
 

@@ -100,6 +100,12 @@ const attentionPairs: ReadonlyArray<readonly [string, ReadonlyArray<string>]> = 
 ]
 
 
+const eventLoopGauges = (metrics: SessionMetrics.Metrics) => [
+  metrics.eventLoopDelayP99Seconds,
+  metrics.eventLoopDelayMaxSeconds,
+  metrics.eventLoopUtilization
+]
+
 /**
  * Builds the sink over metric handles and the context holding their
  * registry. Pure bookkeeping plus `updateUnsafe` calls: no fibers, no clock.
@@ -172,9 +178,7 @@ export const makeRecorder = (
     for (const counter of [metrics.lockContended, metrics.lockStale, metrics.lockLost, metrics.eventsDropped]) {
       inc(counter, 0)
     }
-    for (const gauge of [metrics.eventLoopDelayP99Seconds, metrics.eventLoopDelayMaxSeconds, metrics.eventLoopUtilization]) {
-      gauge.updateUnsafe(0, context)
-    }
+    for (const gauge of eventLoopGauges(metrics)) gauge.updateUnsafe(0, context)
   }
   preregister()
 
@@ -184,7 +188,9 @@ export const makeRecorder = (
       case "session.activity.marker_opened": {
         let ids = markers.get(event.sessionKey)
         if (ids?.has(event.markerId)) return
-        if (markerCount >= maxMarkers) return overflow(event.kind === "tool_call" ? "tool_calls_total" : "model_calls_total")
+        if (markerCount >= maxMarkers) {
+          return overflow(event.kind === "tool_call" ? "tool_calls_total" : "model_calls_total")
+        }
         if (ids === undefined) markers.set(event.sessionKey, ids = new Map())
         ids.set(event.markerId, { kind: event.kind, label: labelOf(event.kind, event.name) })
         markerCount++
@@ -365,9 +371,7 @@ export const layerEventLoopGauges: Layer.Layer<
     const metrics = yield* SessionMetrics.SessionMetrics
     const context = yield* Effect.context<never>()
     // The gauges exist from start-up, before the first sample.
-    for (const gauge of [metrics.eventLoopDelayP99Seconds, metrics.eventLoopDelayMaxSeconds, metrics.eventLoopUtilization]) {
-      gauge.updateUnsafe(0, context)
-    }
+    for (const gauge of eventLoopGauges(metrics)) gauge.updateUnsafe(0, context)
     return NodeEventLoopMonitor.EventLoopMonitor.of({
       sample: Effect.tap(monitor.sample, (sample) =>
         Effect.sync(() => {

@@ -63,7 +63,7 @@ describe("EventBroadcast", () => {
         assert.deepStrictEqual(decoded.map((e) => e.seq), published.map((e) => e.seq))
       }))
 
-    it.effect("encodes nothing while nobody listens, and a later reader's ready frame names the last seq passed on", () =>
+    it.effect("encodes nothing while nobody listens; a later reader's ready frame names the last seq passed on", () =>
       Effect.gen(function*() {
         const bus = yield* DiagnosticBus.make()
         const broadcast = yield* EventBroadcast.make(bus)

@@ -32,7 +32,12 @@ const utf8 = new TextEncoder()
 
 /** The SSE frame of one event: `event:` its type, `id:` its seq, `data:` its JSON. */
 export const frameOf = (event: DiagnosticEvent.DiagnosticEvent): string =>
-  Sse.encoder.write({ _tag: "Event", event: event._tag, id: String(event.seq), data: DiagnosticEvent.encodeJson(event) })
+  Sse.encoder.write({
+    _tag: "Event",
+    event: event._tag,
+    id: String(event.seq),
+    data: DiagnosticEvent.encodeJson(event)
+  })
 
 /** Starts the broadcaster in the current scope. */
 export const make = (
