@@ -9,10 +9,12 @@ import { SessionLanes } from "../src/SessionLanes.ts"
 import * as SessionRuntime from "../src/SessionRuntime.ts"
 import * as Prometheus from "./utils/prometheus.ts"
 
-// A bus far too small for the burst below: its subscribers must lose events.
-const runtime = SessionRuntime.layerTest({ bus: { capacity: 8 } }).pipe(
-  Layer.provideMerge(Layer.succeed(Metric.MetricRegistry, new Map()))
-)
+// A bus far too small for the burst below: its subscribers must lose events. A
+// registry of its own per test: tests run concurrently.
+const runtime = () =>
+  SessionRuntime.layerTest({ bus: { capacity: 8 } }).pipe(
+    Layer.provideMerge(Layer.succeed(Metric.MetricRegistry, new Map()))
+  )
 
 const key = (n: number) => SessionKey.makeUnsafe(`agent:main:burst:${n}`)
 
@@ -60,7 +62,26 @@ describe("MetricsFromState", () => {
       Effect.gen(function*() {
         const { admissions: _, ...figures } = yield* gauges
         assert.deepStrictEqual(figures, { idle: 0, processing: 0, queued: 0, tools: 0, modelCalls: 0, runs: 0 })
-      }).pipe(Effect.provide(runtime)))
+        const exposition = Prometheus.parse(yield* PrometheusEndpoint.format)
+        for (const name of ["delay_p99_seconds", "delay_max_seconds", "utilization"]) {
+          assert.strictEqual(Prometheus.value(exposition, `session_runtime_event_loop_${name}`), 0, name)
+        }
+      }).pipe(Effect.provide(runtime())))
+
+    it.effect("counts the turns waiting behind a running one while they wait", () =>
+      Effect.gen(function*() {
+        const lanes = yield* SessionLanes
+        const release = yield* Deferred.make<void>()
+        yield* lanes.submit(key(1), Deferred.await(release))
+        for (let i = 0; i < 3; i++) yield* lanes.submit(key(1), Effect.void)
+        yield* settle
+        const during = yield* gauges
+        assert.deepStrictEqual([during.processing, during.queued], [1, 3])
+        yield* Deferred.succeed(release, undefined)
+        yield* settle
+        const after = yield* gauges
+        assert.deepStrictEqual([after.idle, after.processing, after.queued], [1, 0, 0])
+      }).pipe(Effect.provide(runtime())))
 
     it.effect("equals the lanes' and the tracker's own state after a burst that overflows the bus", () =>
       Effect.gen(function*() {
@@ -108,7 +129,7 @@ describe("MetricsFromState", () => {
           [after.processing, after.queued, after.tools, after.modelCalls, after.runs, after.idle],
           [0, 0, 0, 0, 0, sessions]
         )
-      }).pipe(Effect.provide(runtime)))
+      }).pipe(Effect.provide(runtime())))
 
     it.effect("removes its gauges from the registry when its scope closes", () =>
       Effect.gen(function*() {
