@@ -12,6 +12,11 @@
  * reading), so the figures of one scrape agree with one another. A reading
  * costs one pass over the open lanes and the tracker's sessions.
  *
+ * Gotchas: the gauges are registered in the `Metric.MetricRegistry` of the
+ * layer's context; two runtimes sharing one registry (the default one is
+ * process-wide) share series, and the one registered last is reported.
+ * Give each runtime its own registry when several live in one process.
+ *
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
