@@ -132,6 +132,10 @@ export interface Stats {
   readonly sessions: number
   readonly owners: number
   readonly markers: number
+  /** Open `tool_call` markers (part of `markers`). */
+  readonly openTools: number
+  /** Open `model_call` markers (part of `markers`). */
+  readonly openModelCalls: number
   readonly opened: number
   readonly closed: number
   readonly evicted: number
@@ -500,11 +504,17 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     }),
     stats: Effect.sync(() => {
       let markers = 0
-      for (const session of state.sessions.values()) markers += session.markers.size
+      let openTools = 0
+      for (const session of state.sessions.values()) {
+        markers += session.markers.size
+        for (const marker of session.markers.values()) if (marker.kind === "tool_call") openTools++
+      }
       return {
         sessions: state.sessions.size,
         owners: state.runs.size,
         markers,
+        openTools,
+        openModelCalls: markers - openTools,
         ...state.counters
       }
     })

@@ -16,6 +16,14 @@
  * service change its state and publish the event saying so in one synchronous
  * step, so events are stamped in the order the changes happened.
  *
+ * Observers (`observe`) are the exception, by design: a synchronous function
+ * called with every event inside the publishing step, in `seq` order. Nothing
+ * can be dropped for an observer, so bookkeeping that must see every event to
+ * stay true (the metrics recorder, the stability log) observes instead of
+ * subscribing. An observer runs on the publisher's path: it must be cheap,
+ * never block and never publish; a throw is caught and counted
+ * (`observerFailures`), so a bug in bookkeeping never fails the publisher.
+ *
  * The same sequence numbers are handed out by {@link DiagnosticBus} `nextSeq`
  * to number reported activity signals, so a signal's number and the watermark
  * recorded at a teardown are comparable (fencing).
@@ -76,7 +84,12 @@ export interface SubscriberStats {
  */
 export interface Stats {
   readonly published: number
+  /** Events dropped for subscribers that fell behind (never for observers). */
   readonly dropped: number
+  /** Observers registered now. */
+  readonly observers: number
+  /** Times an observer threw (the event still reached everyone else). */
+  readonly observerFailures: number
   readonly watermark: number
   readonly subscribers: ReadonlyArray<SubscriberStats>
 }
@@ -110,6 +123,16 @@ export class DiagnosticBus extends Context.Service<DiagnosticBus, {
   readonly subscribe: (
     options?: { readonly name?: string | undefined }
   ) => Effect.Effect<Stream.Stream<DiagnosticEvent.DiagnosticEvent>, never, Scope.Scope>
+  /**
+   * Calls `observer` with every event published from now on, synchronously
+   * inside the publishing step and in `seq` order, until the scope closes.
+   * Lossless: an observer is never behind, so nothing is dropped for it. For
+   * cheap synchronous bookkeeping only (it runs on the publisher's path):
+   * it must not block or publish; a throw is caught and counted.
+   */
+  readonly observe: (
+    observer: (event: DiagnosticEvent.DiagnosticEvent) => void
+  ) => Effect.Effect<void, never, Scope.Scope>
   readonly stats: Effect.Effect<Stats>
 }>()("effect-session-runtime/DiagnosticBus") {}
 
@@ -155,6 +178,31 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   let published = 0
   let droppedTotal = 0
   let anonymous = 0
+  // Copied on change, so a publish iterates a stable array. One record per
+  // registration, so the same function observing twice is removed once.
+  let observers: ReadonlyArray<{ readonly observe: (event: DiagnosticEvent.DiagnosticEvent) => void }> = []
+  let observerFailures = 0
+  const notify = (event: DiagnosticEvent.DiagnosticEvent): void => {
+    for (let i = 0; i < observers.length; i++) {
+      try {
+        observers[i]!.observe(event)
+      } catch {
+        observerFailures++
+      }
+    }
+  }
+  const observe = (observer: (event: DiagnosticEvent.DiagnosticEvent) => void) =>
+    Effect.acquireRelease(
+      Effect.sync(() => {
+        const registration = { observe: observer }
+        observers = [...observers, registration]
+        return registration
+      }),
+      (registration) =>
+        Effect.sync(() => {
+          observers = observers.filter((o) => o !== registration)
+        })
+    ).pipe(Effect.asVoid)
 
   // Counts, before an event goes in, which subscribers will lose their oldest event
   // (only when the PubSub is full: some subscriber is `capacity` behind).
@@ -186,6 +234,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     const now = at ?? clock.currentTimeMillisUnsafe()
     const event = DiagnosticEvent.fromDraft(draft, ++seq, now)
     published++
+    if (observers.length !== 0) notify(event)
     const due = subscribers.size === 0 ? undefined : countSurplus(now)
     enqueue(event)
     wakeAll()
@@ -252,9 +301,12 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     watermark: Effect.sync(() => seq),
     watermarkUnsafe: () => seq,
     subscribe,
+    observe,
     stats: Effect.sync(() => ({
       published,
       dropped: droppedTotal,
+      observers: observers.length,
+      observerFailures,
       watermark: seq,
       subscribers: Array.from(subscribers, (sub) => ({
         name: sub.name,

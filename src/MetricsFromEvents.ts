@@ -1,21 +1,23 @@
 /**
- * Feeds {@link SessionMetrics} from the diagnostic events: one subscriber
- * fiber on the `DiagnosticBus` turns every event into counter and histogram
- * updates, and derives the gauges (`sessions{state}`, `queue_depth`,
- * `active_calls{kind}`) from the event stream itself: per-session lane state
- * from `session.state`, open markers from `marker_opened`, `marker_closed` and
- * `evicted`, and forgetting a session when its lane closes. Metrics therefore
- * depend on the events alone, never on another service's internals.
+ * Feeds {@link SessionMetrics} from the diagnostic events: a recorder that
+ * observes the `DiagnosticBus` (`observe`: called synchronously with every
+ * event as it is published, so it can never fall behind and nothing is ever
+ * dropped for it) turns every event into counter and histogram updates. The
+ * counters are therefore exact: each is the count of its events.
  *
- * Memory is bounded: at most `maxTrackedSessions` sessions, `maxTrackedMarkers`
- * markers and as many in-flight recoveries are remembered; past a cap the
- * gauges under-count and the overflow is counted in
- * `metric_series_overflow_total{metric="sessions"|"active_calls"}`. Session
- * keys are kept in memory to track state, never written to a label.
+ * The gauges of state (sessions by lane state, queue depth, open calls,
+ * active runs) are not derived from events: `MetricsFromState` reads them
+ * from the lanes and the tracker whenever metrics are read. The event-loop
+ * gauges exist at 0 from start-up and are set by every watchdog sample
+ * ({@link layerEventLoopGauges}) and every liveness warning.
  *
- * If this subscriber itself falls behind the bus, the lost events are counted
- * in `events_dropped_total` and the gauges may drift until the sessions
- * concerned publish their next state.
+ * Memory is bounded: to label a finished call with its tool name or provider,
+ * the recorder remembers each open marker's label, at most
+ * `maxTrackedMarkers` of them (and as many in-flight recoveries and lock
+ * waits); a call whose marker was not remembered is counted under `other`,
+ * and each such marker counts one `metric_series_overflow_total` for its
+ * metric. Session keys are kept in memory only while their markers are open,
+ * never written to a label.
  *
  * @since 0.1.0
  */
@@ -23,7 +25,6 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import * as DiagnosticBus from "./DiagnosticBus.ts"
 import * as NodeEventLoopMonitor from "./NodeEventLoopMonitor.ts"
 import type * as DiagnosticEvent from "./DiagnosticEvent.ts"
@@ -38,13 +39,8 @@ import * as SessionMetrics from "./SessionMetrics.ts"
  */
 export interface Options extends SessionMetrics.Options {
   /**
-   * The most sessions whose lane state is remembered for the gauges.
-   * @default 100000
-   */
-  readonly maxTrackedSessions?: number | undefined
-  /**
    * The most open markers (and in-flight recoveries, and sessions waiting for
-   * their lock) remembered.
+   * their lock) remembered, to label what ends them.
    * @default 100000
    */
   readonly maxTrackedMarkers?: number | undefined
@@ -57,7 +53,7 @@ export interface Options extends SessionMetrics.Options {
  * @since 0.1.0
  */
 export interface Tracked {
-  readonly sessions: number
+  /** Open markers whose labels are remembered. */
   readonly markers: number
   readonly recoveries: number
   /** Sessions with a lock wait announced and not yet ended. */
@@ -77,13 +73,7 @@ export interface Recorder {
   readonly tracked: () => Tracked
 }
 
-interface SessionState {
-  state: DiagnosticEvent.LaneState
-  queueDepth: number
-}
-
 interface OpenMarker {
-  readonly sessionKey: string
   readonly kind: DiagnosticEvent.MarkerKind
   /** Tool name, or the provider of a model call. */
   readonly label: string
@@ -110,6 +100,12 @@ const attentionPairs: ReadonlyArray<readonly [string, ReadonlyArray<string>]> = 
 ]
 
 
+const eventLoopGauges = (metrics: SessionMetrics.Metrics) => [
+  metrics.eventLoopDelayP99Seconds,
+  metrics.eventLoopDelayMaxSeconds,
+  metrics.eventLoopUtilization
+]
+
 /**
  * Builds the sink over metric handles and the context holding their
  * registry. Pure bookkeeping plus `updateUnsafe` calls: no fibers, no clock.
@@ -122,11 +118,10 @@ export const makeRecorder = (
   context: Context.Context<never>,
   options: Options = {}
 ): Recorder => {
-  const maxSessions = Math.max(0, options.maxTrackedSessions ?? 100_000)
   const maxMarkers = Math.max(0, options.maxTrackedMarkers ?? 100_000)
-  const sessions = new Map<string, SessionState>()
-  const markers = new Map<string, OpenMarker>()
-  const markersBySession = new Map<string, Set<string>>()
+  // Open markers by session, then by marker id (ids are unique within a session only).
+  const markers = new Map<string, Map<string, OpenMarker>>()
+  let markerCount = 0
   const recoveries = new Map<string, string>()
   // Waits announced by `lock.contended` and not yet ended, per session: an
   // acquire that ends one waited, even at its first attempt (it may have
@@ -139,39 +134,11 @@ export const makeRecorder = (
     else waiting.set(key, n - 1)
     return true
   }
-  const byState: Record<DiagnosticEvent.LaneState, number> = { idle: 0, processing: 0 }
-  const active: Record<DiagnosticEvent.MarkerKind, number> = { tool_call: 0, model_call: 0 }
-  let queued = 0
   let lastSeq = 0
 
   const inc = (metric: { readonly updateUnsafe: (n: number, context: Context.Context<never>) => void }, n = 1) =>
     metric.updateUnsafe(n, context)
   const overflow = (metric: string) => inc(metrics.seriesOverflow({ metric }))
-
-  const publishSessions = () => {
-    metrics.sessions({ state: "idle" }).updateUnsafe(byState.idle, context)
-    metrics.sessions({ state: "processing" }).updateUnsafe(byState.processing, context)
-    metrics.queueDepth.updateUnsafe(queued, context)
-  }
-  const publishActive = (kind: DiagnosticEvent.MarkerKind) =>
-    metrics.activeCalls({ kind }).updateUnsafe(active[kind], context)
-
-  const setSession = (key: string, state: DiagnosticEvent.LaneState, queueDepth: number) => {
-    const current = sessions.get(key)
-    if (current === undefined) {
-      if (sessions.size >= maxSessions) return overflow("sessions")
-      sessions.set(key, { state, queueDepth })
-      byState[state]++
-      queued += queueDepth
-    } else {
-      byState[current.state]--
-      byState[state]++
-      queued += queueDepth - current.queueDepth
-      current.state = state
-      current.queueDepth = queueDepth
-    }
-    publishSessions()
-  }
 
   const countCall = (marker: OpenMarker | undefined, kind: DiagnosticEvent.MarkerKind, outcome: string) => {
     const label = marker?.label ?? SessionMetrics.other
@@ -179,27 +146,21 @@ export const makeRecorder = (
     else inc(metrics.modelCalls({ provider: label, outcome }))
   }
 
-  const forgetMarker = (id: string, marker: OpenMarker) => {
-    markers.delete(id)
-    const ids = markersBySession.get(marker.sessionKey)
-    if (ids !== undefined) {
-      ids.delete(id)
-      if (ids.size === 0) markersBySession.delete(marker.sessionKey)
-    }
-    active[marker.kind]--
-    publishActive(marker.kind)
+  const forgetMarker = (sessionKey: string, ids: Map<string, OpenMarker>, id: string) => {
+    ids.delete(id)
+    markerCount--
+    if (ids.size === 0) markers.delete(sessionKey)
   }
 
   // Removes up to `n` open markers of a kind from a session, oldest first.
   const evict = (key: string, kind: DiagnosticEvent.MarkerKind, n: number) => {
-    const ids = markersBySession.get(key)
+    const ids = markers.get(key)
     if (ids === undefined) return
     let left = n
-    for (const id of Array.from(ids)) {
+    for (const [id, marker] of Array.from(ids)) {
       if (left <= 0) break
-      const marker = markers.get(id)!
       if (marker.kind !== kind) continue
-      forgetMarker(id, marker)
+      forgetMarker(key, ids, id)
       countCall(marker, kind, "evicted")
       left--
     }
@@ -217,9 +178,7 @@ export const makeRecorder = (
     for (const counter of [metrics.lockContended, metrics.lockStale, metrics.lockLost, metrics.eventsDropped]) {
       inc(counter, 0)
     }
-    publishSessions()
-    publishActive("tool_call")
-    publishActive("model_call")
+    for (const gauge of eventLoopGauges(metrics)) gauge.updateUnsafe(0, context)
   }
   preregister()
 
@@ -227,21 +186,20 @@ export const makeRecorder = (
     lastSeq = event.seq
     switch (event._tag) {
       case "session.activity.marker_opened": {
-        if (markers.size >= maxMarkers) return overflow("active_calls")
-        const id = `${event.sessionKey}\u0000${event.markerId}`
-        if (markers.has(id)) return
-        const marker: OpenMarker = { sessionKey: event.sessionKey, kind: event.kind, label: labelOf(event.kind, event.name) }
-        markers.set(id, marker)
-        let ids = markersBySession.get(event.sessionKey)
-        if (ids === undefined) markersBySession.set(event.sessionKey, ids = new Set())
-        ids.add(id)
-        active[event.kind]++
-        return publishActive(event.kind)
+        let ids = markers.get(event.sessionKey)
+        if (ids?.has(event.markerId)) return
+        if (markerCount >= maxMarkers) {
+          return overflow(event.kind === "tool_call" ? "tool_calls_total" : "model_calls_total")
+        }
+        if (ids === undefined) markers.set(event.sessionKey, ids = new Map())
+        ids.set(event.markerId, { kind: event.kind, label: labelOf(event.kind, event.name) })
+        markerCount++
+        return
       }
       case "session.activity.marker_closed": {
-        const id = `${event.sessionKey}\u0000${event.markerId}`
-        const marker = markers.get(id)
-        if (marker !== undefined) forgetMarker(id, marker)
+        const ids = markers.get(event.sessionKey)
+        const marker = ids?.get(event.markerId)
+        if (marker !== undefined) forgetMarker(event.sessionKey, ids!, event.markerId)
         return countCall(marker, event.kind, event.outcome)
       }
       case "session.activity.evicted": {
@@ -253,22 +211,14 @@ export const makeRecorder = (
         return inc(metrics.activityFenced({ kind: event.kind }))
       case "session.activity.signal_ignored":
         return inc(metrics.signalsIgnored({ reason: event.reason }))
-      case "session.state":
-        return setSession(event.sessionKey, event.state, event.queueDepth)
-      case "session.lane.opened":
-        if (!sessions.has(event.sessionKey)) setSession(event.sessionKey, "idle", 0)
-        return
       case "session.lane.closed": {
+        // Whatever was still open on the lane can no longer end with an event.
         waiting.delete(event.sessionKey)
-        const current = sessions.get(event.sessionKey)
-        if (current !== undefined) {
-          sessions.delete(event.sessionKey)
-          byState[current.state]--
-          queued -= current.queueDepth
-          publishSessions()
+        const ids = markers.get(event.sessionKey)
+        if (ids !== undefined) {
+          markerCount -= ids.size
+          markers.delete(event.sessionKey)
         }
-        const ids = markersBySession.get(event.sessionKey)
-        if (ids !== undefined) for (const id of Array.from(ids)) forgetMarker(id, markers.get(id)!)
         return
       }
       case "session.lane.admitted":
@@ -317,6 +267,8 @@ export const makeRecorder = (
         return metrics.eventLoopUtilization.updateUnsafe(event.utilization, context)
       case "diagnostic.events.dropped":
         return inc(metrics.eventsDropped, event.dropped)
+      case "session.state":
+      case "session.lane.opened":
       case "session.activity.run_started":
       case "session.activity.run_ended":
       case "session.activity.progress":
@@ -327,8 +279,7 @@ export const makeRecorder = (
   return {
     record,
     tracked: () => ({
-      sessions: sessions.size,
-      markers: markers.size,
+      markers: markerCount,
       recoveries: recoveries.size,
       lockWaits: waiting.size,
       lastSeq
@@ -346,15 +297,15 @@ export const makeRecorder = (
 export class MetricsFromEvents extends Context.Service<MetricsFromEvents, {
   readonly tracked: Effect.Effect<Tracked>
   /**
-   * Waits (yielding, a bounded number of times) until the event numbered
-   * `seq` has been applied; returns whether it has.
+   * Whether the event numbered `seq` has been applied. Events are applied as
+   * they are published, so this holds for every event published so far.
    */
   readonly awaitSeq: (seq: number) => Effect.Effect<boolean>
 }>()("effect-session-runtime/MetricsFromEvents") {}
 
 /**
- * Subscribes to the bus and applies every event to the metrics until the
- * scope closes.
+ * Observes the bus and applies every event to the metrics as it is
+ * published, until the scope closes.
  *
  * @category constructors
  * @since 0.1.0
@@ -364,27 +315,17 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const metrics = yield* SessionMetrics.SessionMetrics
   const context = yield* Effect.context<never>()
   const recorder = makeRecorder(metrics, context, options)
-  const events = yield* bus.subscribe({ name: "metrics" })
-  yield* events.pipe(
-    Stream.runForEachArray((chunk) =>
-      Effect.sync(() => {
-        for (const event of chunk) recorder.record(event)
-      })
-    ),
-    Effect.forkScoped({ startImmediately: true })
-  )
-  const awaitSeq = (seq: number) =>
-    Effect.gen(function*() {
-      for (let i = 0; i < 100_000 && recorder.tracked().lastSeq < seq; i++) yield* Effect.yieldNow
-      return recorder.tracked().lastSeq >= seq
-    })
-  return MetricsFromEvents.of({ tracked: Effect.sync(recorder.tracked), awaitSeq })
+  yield* bus.observe(recorder.record)
+  return MetricsFromEvents.of({
+    tracked: Effect.sync(recorder.tracked),
+    awaitSeq: (seq) => Effect.sync(() => recorder.tracked().lastSeq >= seq)
+  })
 }) satisfies (
   options?: Options
 ) => Effect.Effect<unknown, never, DiagnosticBus.DiagnosticBus | SessionMetrics.SessionMetrics | Scope.Scope>
 
 /**
- * The subscriber over metrics provided elsewhere.
+ * The recorder over metrics provided elsewhere.
  *
  * @category layers
  * @since 0.1.0
@@ -395,7 +336,7 @@ export const layerSubscriber = (
   Layer.effect(MetricsFromEvents, make(options))
 
 /**
- * The metrics and their subscriber: everything needed to have the metrics
+ * The metrics and their recorder: everything needed to have the metrics
  * fed from the bus. Fails with `InvalidMetricsOptions` on bad options.
  *
  * @category layers
@@ -411,7 +352,7 @@ export const layer = (
 
 /**
  * Decorates the `EventLoopMonitor` so that every sample (one per watchdog
- * tick) also sets the event-loop gauges (`event_loop_delay_p99_seconds`,
+ * tick) also sets the event-loop gauges (at 0 until the first sample) (`event_loop_delay_p99_seconds`,
  * `event_loop_delay_max_seconds`, `event_loop_utilization`); without it they
  * move only on `diagnostic.liveness.warning`. The sampler itself is not
  * called more often: its intervals stay the watchdog's.
@@ -429,6 +370,8 @@ export const layerEventLoopGauges: Layer.Layer<
     const monitor = yield* NodeEventLoopMonitor.EventLoopMonitor
     const metrics = yield* SessionMetrics.SessionMetrics
     const context = yield* Effect.context<never>()
+    // The gauges exist from start-up, before the first sample.
+    for (const gauge of eventLoopGauges(metrics)) gauge.updateUnsafe(0, context)
     return NodeEventLoopMonitor.EventLoopMonitor.of({
       sample: Effect.tap(monitor.sample, (sample) =>
         Effect.sync(() => {

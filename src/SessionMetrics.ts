@@ -18,7 +18,9 @@
  *
  * The handles are plain `Metric` values: update them with `Metric.update` or,
  * on a hot path with a captured context, `updateUnsafe`. `MetricsFromEvents`
- * feeds them from the diagnostic events; `PrometheusEndpoint` and
+ * feeds the counters and histograms from the diagnostic events;
+ * `MetricsFromState` reads the gauges of state from the lanes and the tracker
+ * whenever metrics are read; `PrometheusEndpoint` and
  * `OtelExporter` export them. docs/metrics.md lists them all.
  *
  * @since 0.1.0
@@ -192,6 +194,7 @@ export interface Metrics {
   readonly sessions: Labelled<"state", number, Metric.GaugeState<number>>
   readonly queueDepth: Gauge
   readonly activeCalls: Labelled<"kind", number, Metric.GaugeState<number>>
+  readonly activeRuns: Gauge
   readonly eventLoopDelayP99Seconds: Gauge
   readonly eventLoopDelayMaxSeconds: Gauge
   readonly eventLoopUtilization: Gauge
@@ -213,7 +216,7 @@ export class SessionMetrics extends Context.Service<SessionMetrics, Metrics>()(
 const prometheusName = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/
 
 // The metrics whose updates may be folded by a cap (the overflow counter's
-// label domain), plus the gauges' tracking caps.
+// label domain).
 const overflowNouns = [
   "attention_total",
   "recovery_total",
@@ -226,9 +229,7 @@ const overflowNouns = [
   "lock_acquire_total",
   "lock_reclaimed_total",
   "liveness_warning_total",
-  "turn_seconds",
-  "sessions",
-  "active_calls"
+  "turn_seconds"
 ]
 
 const validate = (options: Options) => {
@@ -410,6 +411,7 @@ const build = (
       { kind: domains.markerKind },
       gauge("Open tool and model call markers.")
     ),
+    activeRuns: Metric.gauge(name("active_runs"), { description: "Runs (activity owners) registered now." }),
     eventLoopDelayP99Seconds: Metric.gauge(name("event_loop_delay_p99_seconds"), {
       description: "Event-loop delay p99 over the last sampling interval."
     }),

@@ -2,8 +2,8 @@
  * The whole runtime as one layer, with sensible defaults: the diagnostic bus,
  * activity tracking, session lanes that take the session write lock around
  * each turn, recovery, the watchdog with the Node event-loop sampler (whose
- * every sample also sets the event-loop gauges), the stability log and
- * metrics fed from the events.
+ * every sample also sets the event-loop gauges), the stability log, metrics
+ * fed from the events and gauges read from the lanes and the tracker.
  *
  * ```ts
  * const Runtime = SessionRuntime.layer({ lock: { directory: "/var/lib/agent/locks" } })
@@ -24,6 +24,7 @@ import * as DiagnosticBus from "./DiagnosticBus.ts"
 import * as lockDirectory from "./internal/lockDirectory.ts"
 import * as LaneGuard from "./LaneGuard.ts"
 import * as MetricsFromEvents from "./MetricsFromEvents.ts"
+import * as MetricsFromState from "./MetricsFromState.ts"
 import * as NodeEventLoopMonitor from "./NodeEventLoopMonitor.ts"
 import * as Recovery from "./Recovery.ts"
 import * as SessionLanes from "./SessionLanes.ts"
@@ -181,7 +182,9 @@ export const layer = <LE = never>(config: Config<LE> = {}): Layer.Layer<Services
       Layer.provideMerge(core),
       Layer.provideMerge(monitor)
     )
-  return Layer.mergeAll(supervision, StabilityLog.layer(config.stabilityLog)).pipe(
+  // The gauges of state are read from the lanes and the tracker themselves.
+  const gauges = MetricsFromState.layer.pipe(Layer.provideMerge(supervision))
+  return Layer.mergeAll(gauges, StabilityLog.layer(config.stabilityLog)).pipe(
     Layer.provideMerge(metrics),
     Layer.provideMerge(bus)
   )

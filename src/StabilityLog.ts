@@ -12,19 +12,18 @@
  * is dropped, and a string outside its known vocabulary is recorded as
  * `"other"`, so a new field or an unexpected value cannot leak.
  *
- * The log subscribes to the {@link DiagnosticBus} as `"stability-log"` when
- * its layer is built and follows it in a fiber of the layer's scope. Its
- * summary counts as `dropped` both the records pushed out of the ring and the
- * events the bus dropped for this subscriber (reported by
- * `diagnostic.events.dropped`).
+ * The log observes the {@link DiagnosticBus} (`observe`) from when its layer
+ * is built: it sees every event, synchronously as it is published, so the bus
+ * never drops an event for it. Recording costs one array write: the log keeps
+ * the raw events of its window in memory (never exposed) and sanitises them
+ * when it is read, so the publishing path pays nothing for the allow-list.
+ * Its summary counts as `dropped` the records pushed out of the window.
  *
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Ref from "effect/Ref"
-import * as Stream from "effect/Stream"
 import { DiagnosticBus } from "./DiagnosticBus.ts"
 import * as DiagnosticEvent from "./DiagnosticEvent.ts"
 import { terminalReasons } from "./internal/activityState.ts"
@@ -70,15 +69,6 @@ export interface StabilityRecord {
 export const other = "other"
 
 /**
- * The name under which the log subscribes to the bus (and under which the
- * bus reports the events it dropped for it).
- *
- * @category constants
- * @since 0.1.0
- */
-export const subscriberName = "stability-log"
-
-/**
  * The known values of fields the event catalogue types as free strings. A
  * value outside these is recorded as `"other"`; a value of the form
  * `known: detail` is recorded as `known`.
@@ -112,7 +102,7 @@ export const vocabularies = {
   /** `lock.stale` reasons. */
   staleReason: ["older_than_stale_time", "past_max_hold"],
   /** Bus subscriber names. */
-  subscriber: [subscriberName, "metrics", "logger"]
+  subscriber: ["sse", "logger"]
 } as const
 
 // ---------------------------------------------------------------------------
@@ -285,14 +275,8 @@ export const sanitize = (event: DiagnosticEvent.DiagnosticEvent): StabilityRecor
  * @since 0.1.0
  */
 export interface Summary extends StabilityRing.Summary {
-  /** Records ever recorded. */
+  /** Records ever recorded (every event published since the log started). */
   readonly recorded: number
-  /** Records pushed out of the ring to make room. */
-  readonly droppedFromRing: number
-  /** Events the bus dropped before this log could read them. */
-  readonly droppedByBus: number
-  /** `droppedFromRing + droppedByBus`. */
-  readonly dropped: number
 }
 
 /**
@@ -326,19 +310,10 @@ export class StabilityLog extends Context.Service<StabilityLog, {
   readonly summary: Effect.Effect<Summary>
 }>()("effect-session-runtime/StabilityLog") {}
 
-interface LogState {
-  readonly ring: StabilityRing.StabilityRing<StabilityRecord>
-  readonly recorded: number
-  readonly droppedByBus: number
-}
-
 const eventTypes: ReadonlySet<string> = new Set(DiagnosticEvent.eventTypes)
 
 /**
- * Builds the log and starts following the bus in the current scope.
- *
- * Gotchas: two logs on one bus share the subscriber name; each then counts
- * only the drops the bus reported by event, for both.
+ * Builds the log and starts observing the bus in the current scope.
  *
  * @category constructors
  * @since 0.1.0
@@ -351,29 +326,25 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     )
   }
   const bus = yield* DiagnosticBus
-  const state = yield* Ref.make<LogState>({
-    ring: StabilityRing.make(capacity),
-    recorded: 0,
-    droppedByBus: 0
+  // The newest `capacity` events, as published: event n lives at n % capacity.
+  const window: Array<DiagnosticEvent.DiagnosticEvent | undefined> = new Array(capacity)
+  let recorded = 0
+  yield* bus.observe((event) => {
+    window[recorded % capacity] = event
+    recorded++
   })
-  const events = yield* bus.subscribe({ name: subscriberName })
-  yield* events.pipe(
-    Stream.runForEachArray((batch) =>
-      Ref.update(state, (current) => {
-        let ring = current.ring
-        let droppedByBus = current.droppedByBus
-        for (const event of batch) {
-          if (event._tag === "diagnostic.events.dropped" && event.subscriber === subscriberName) {
-            // `totalDropped` is cumulative, so a lost report is made up for by the next one.
-            droppedByBus = Math.max(droppedByBus, event.totalDropped)
-          }
-          ring = StabilityRing.push(ring, sanitize(event))
-        }
-        return { ring, recorded: current.recorded + batch.length, droppedByBus }
-      })
-    ),
-    Effect.forkScoped
-  )
+
+  // The sanitised ring of the window, rebuilt only when something was recorded since.
+  let built: { readonly recorded: number; readonly ring: StabilityRing.StabilityRing<StabilityRecord> } | undefined
+  const ring = (): StabilityRing.StabilityRing<StabilityRecord> => {
+    if (built?.recorded === recorded) return built.ring
+    let next = StabilityRing.make<StabilityRecord>(capacity)
+    for (let n = Math.max(0, recorded - capacity); n < recorded; n++) {
+      next = StabilityRing.push(next, sanitize(window[n % capacity]!))
+    }
+    built = { recorded, ring: next }
+    return next
+  }
 
   const query = Effect.fn("StabilityLog.query")(function*(input?: StabilityRing.Query) {
     if (input?.type !== undefined && typeof input.type === "string" && !eventTypes.has(input.type)) {
@@ -383,23 +354,12 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         rule: "must be an event type of the catalogue (for example \"session.activity.evicted\"), or left out"
       })
     }
-    const { ring } = yield* Ref.get(state)
-    return yield* Effect.fromResult(StabilityRing.query(ring, input))
+    return yield* Effect.fromResult(StabilityRing.query(ring(), input))
   })
 
-  const summary = Effect.gen(function*() {
-    const current = yield* Ref.get(state)
-    // The bus reports drops at most once per interval, so its live count may be ahead of the reports.
-    const named = (yield* bus.stats).subscribers.filter((sub) => sub.name === subscriberName)
-    const droppedByBus = named.length === 1 ? Math.max(current.droppedByBus, named[0]!.dropped) : current.droppedByBus
-    const base = StabilityRing.summary(current.ring)
-    return {
-      ...base,
-      recorded: current.recorded,
-      droppedFromRing: base.dropped,
-      droppedByBus,
-      dropped: base.dropped + droppedByBus
-    } satisfies Summary
+  const summary = Effect.sync((): Summary => {
+    const current = ring()
+    return { ...StabilityRing.summary(current), dropped: recorded - current.size, recorded }
   })
 
   return StabilityLog.of({ query, summary })

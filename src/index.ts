@@ -24,6 +24,8 @@ export * as LaneGuard from "./LaneGuard.ts"
 /** @since 0.1.0 */
 export * as MetricsFromEvents from "./MetricsFromEvents.ts"
 /** @since 0.1.0 */
+export * as MetricsFromState from "./MetricsFromState.ts"
+/** @since 0.1.0 */
 export * as NodeEventLoopMonitor from "./NodeEventLoopMonitor.ts"
 /** @since 0.1.0 */
 export * as OtelExporter from "./OtelExporter.ts"

@@ -128,4 +128,51 @@ describe("DiagnosticBus", () => {
         assert.deepStrictEqual([stats.subscribers.length, stats.dropped, stats.published], [0, 0, 10])
       }))
   })
+
+  describe("observe", () => {
+    it.effect("calls an observer with every event inside the publishing step, in seq order, past any capacity", () =>
+      Effect.gen(function*() {
+        const bus = yield* DiagnosticBus.make({ capacity: 2 })
+        yield* bus.subscribe({ name: "never-reads" })
+        const seen: Array<number> = []
+        yield* bus.observe((event) => seen.push(event.seq))
+        for (let i = 0; i < 10; i++) {
+          const event = bus.publishUnsafe(opened)
+          // (A drop report may follow it in the same step.)
+          assert.include(seen, event.seq, "seen before publishUnsafe returned")
+        }
+        const stats = yield* bus.stats
+        assert.isAbove(stats.dropped, 0, "the subscriber lost events")
+        assert.deepStrictEqual(seen, Array.from({ length: stats.watermark }, (_, i) => i + 1))
+        assert.strictEqual(stats.observers, 1)
+      }))
+
+    it.effect("a throwing observer is counted and never fails the publisher; the others still see the event", () =>
+      Effect.gen(function*() {
+        const bus = yield* DiagnosticBus.make()
+        const seen: Array<number> = []
+        yield* bus.observe(() => {
+          throw new Error("bookkeeping bug")
+        })
+        yield* bus.observe((event) => seen.push(event.seq))
+        const event = yield* bus.publish(opened)
+        assert.deepStrictEqual(seen, [event.seq])
+        assert.strictEqual((yield* bus.stats).observerFailures, 1)
+      }))
+
+    it.effect("stops when its scope closes; one function observing twice is called twice and removed once", () =>
+      Effect.gen(function*() {
+        const bus = yield* DiagnosticBus.make()
+        const seen: Array<number> = []
+        const observer = (event: { readonly seq: number }) => seen.push(event.seq)
+        yield* bus.observe(observer)
+        yield* Effect.scoped(Effect.gen(function*() {
+          yield* bus.observe(observer)
+          yield* bus.publish(opened)
+        }))
+        yield* bus.publish(opened)
+        assert.deepStrictEqual(seen, [1, 1, 2])
+        assert.strictEqual((yield* bus.stats).observers, 1)
+      }))
+  })
 })

@@ -81,8 +81,7 @@ describe("MetricsFromEvents", () => {
           ["session_runtime_activity_evicted_total", { reason: "orphaned_no_owner" }],
           ["session_runtime_liveness_warning_total", { reason: "event_loop_utilization" }],
           ["session_runtime_events_dropped_total", {}],
-          ["session_runtime_sessions", { state: "processing" }],
-          ["session_runtime_active_calls", { kind: "model_call" }]
+          ["session_runtime_event_loop_utilization", {}]
         ] as const
         for (const [name, labels] of zero) assert.strictEqual(Prometheus.value(exposition, name, labels), 0, name)
       }).pipe(Effect.provide(stack())))
@@ -175,43 +174,50 @@ describe("MetricsFromEvents", () => {
       }).pipe(Effect.provide(stack())))
   })
 
-  describe("gauges", () => {
-    it.effect("tracks sessions by state and the total queue depth, and forgets a closed lane", () =>
+  describe("lossless input", () => {
+    it.effect("applies every event as it is published, however far the bus's subscribers fall behind", () =>
       Effect.gen(function*() {
-        const gauges = Effect.map(scrape, (e) => ({
-          idle: Prometheus.value(e, "session_runtime_sessions", { state: "idle" }),
-          processing: Prometheus.value(e, "session_runtime_sessions", { state: "processing" }),
-          queued: Prometheus.value(e, "session_runtime_queue_depth")
-        }))
-        yield* publish(
-          { _tag: "session.lane.opened", sessionKey: key(1) },
-          { _tag: "session.lane.opened", sessionKey: key(2) },
-          state(1, "processing", 3),
-          state(2, "processing", 0)
+        const bus = yield* DiagnosticBus.DiagnosticBus
+        yield* bus.subscribe({ name: "never-reads" })
+        for (let n = 0; n < 1_000; n++) {
+          bus.publishUnsafe({
+            _tag: "session.lane.admitted",
+            sessionKey: key(n % 7),
+            turnId: `turn-${n}`,
+            admission: "enqueued",
+            position: 1
+          })
+        }
+        const stats = yield* bus.stats
+        assert.isAbove(stats.dropped, 900, "the bus dropped events for its subscriber")
+        assert.strictEqual(
+          Prometheus.value(yield* scrape, "session_runtime_turn_admissions_total", { admission: "enqueued" }),
+          1_000,
+          "the counter saw every event"
         )
-        assert.deepStrictEqual(yield* gauges, { idle: 0, processing: 2, queued: 3 })
-        yield* publish(state(1, "processing", 2), state(2, "idle", 0))
-        assert.deepStrictEqual(yield* gauges, { idle: 1, processing: 1, queued: 2 })
-        yield* publish({ _tag: "session.lane.closed", sessionKey: key(1), reason: "idle_ttl" })
-        assert.deepStrictEqual(yield* gauges, { idle: 1, processing: 0, queued: 0 })
-        assert.strictEqual((yield* (yield* MetricsFromEvents.MetricsFromEvents).tracked).sessions, 1)
-      }).pipe(Effect.provide(stack())))
+      }).pipe(
+        Effect.provide(
+          MetricsFromEvents.layer().pipe(
+            Layer.provideMerge(DiagnosticBus.layer({ capacity: 16 })),
+            Layer.provideMerge(Layer.succeed(Metric.MetricRegistry, new Map()))
+          )
+        )
+      ))
+  })
 
-    it.effect("counts open markers by kind through open, close, partial eviction and lane close", () =>
+  describe("call labels", () => {
+    it.effect("labels a finished call with its open marker's tool, through close, partial eviction and lane close", () =>
       Effect.gen(function*() {
-        const active = Effect.map(scrape, (e) => [
-          Prometheus.value(e, "session_runtime_active_calls", { kind: "tool_call" }),
-          Prometheus.value(e, "session_runtime_active_calls", { kind: "model_call" })
-        ])
+        const tracked = Effect.map(MetricsFromEvents.MetricsFromEvents, (m) => m.tracked).pipe(Effect.flatten)
         yield* publish(
           opened(1, "t1", "tool_call", "exec"),
           opened(1, "t2", "tool_call", "exec"),
           opened(1, "m1", "model_call", "openai/gpt-4o"),
           opened(2, "t3", "tool_call", "web_search")
         )
-        assert.deepStrictEqual(yield* active, [3, 1])
+        assert.strictEqual((yield* tracked).markers, 4)
         yield* publish(closed(1, "t1", "tool_call"), closed(9, "unknown-marker", "tool_call"))
-        assert.deepStrictEqual(yield* active, [2, 1], "a close without a seen open changes no gauge")
+        assert.strictEqual((yield* tracked).markers, 3, "a close without a seen open forgets nothing")
         yield* publish({
           _tag: "session.activity.evicted",
           sessionKey: key(1),
@@ -220,9 +226,9 @@ describe("MetricsFromEvents", () => {
           evictedModelCalls: 0,
           cutoffSeq: 1
         })
-        assert.deepStrictEqual(yield* active, [1, 1])
+        assert.strictEqual((yield* tracked).markers, 2)
         yield* publish({ _tag: "session.lane.closed", sessionKey: key(1), reason: "shutdown" })
-        assert.deepStrictEqual(yield* active, [1, 0])
+        assert.strictEqual((yield* tracked).markers, 1)
         const exposition = yield* scrape
         assert.strictEqual(
           Prometheus.value(exposition, "session_runtime_tool_calls_total", { tool: "exec", outcome: "success" }),
@@ -236,11 +242,39 @@ describe("MetricsFromEvents", () => {
           Prometheus.value(exposition, "session_runtime_tool_calls_total", { tool: "exec", outcome: "evicted" }),
           1
         )
-        assert.strictEqual((yield* (yield* MetricsFromEvents.MetricsFromEvents).tracked).markers, 1)
       }).pipe(Effect.provide(stack())))
+
+    it.effect("remembers at most maxTrackedMarkers open markers and counts the rest as overflow under other", () =>
+      Effect.gen(function*() {
+        const metrics = yield* SessionMetrics.SessionMetrics
+        const drafts: Array<Draft> = []
+        for (let n = 0; n < 50; n++) drafts.push(opened(n, `t${n}`, "tool_call", "exec"))
+        for (let n = 0; n < 50; n++) drafts.push(closed(n, `t${n}`, "tool_call"))
+        yield* publish(...drafts)
+        assert.strictEqual((yield* Metric.value(metrics.seriesOverflow({ metric: "tool_calls_total" }))).count, 40)
+        const exposition = yield* scrape
+        assert.strictEqual(
+          Prometheus.value(exposition, "session_runtime_tool_calls_total", { tool: "exec", outcome: "success" }),
+          10
+        )
+        assert.strictEqual(
+          Prometheus.value(exposition, "session_runtime_tool_calls_total", { tool: "other", outcome: "success" }),
+          40
+        )
+        assert.strictEqual((yield* (yield* MetricsFromEvents.MetricsFromEvents).tracked).markers, 0)
+      }).pipe(Effect.provide(stack({ maxTrackedMarkers: 10 }))))
   })
 
   describe("layerEventLoopGauges", () => {
+    it.effect("has the event-loop gauges at 0 from start-up, before any sample", () =>
+      Effect.gen(function*() {
+        const exposition = yield* scrape
+        for (const name of ["p99", "max"]) {
+          assert.strictEqual(Prometheus.value(exposition, `session_runtime_event_loop_delay_${name}_seconds`), 0)
+        }
+        assert.strictEqual(Prometheus.value(exposition, "session_runtime_event_loop_utilization"), 0)
+      }).pipe(Effect.provide(stack())))
+
     it.effect("sets the event-loop gauges from every sample the watchdog takes", () =>
       Effect.gen(function*() {
         const monitor = yield* NodeEventLoopMonitor.EventLoopMonitor
@@ -296,22 +330,12 @@ describe("MetricsFromEvents", () => {
         assert.strictEqual((yield* overflow()).count - overflowAfter100, 9_900, "every later tool name overflowed")
         assert.strictEqual(metrics.toolCalls.size(), SessionMetrics.defaults.maxLabelValues + 1)
         const tracked = yield* subscriber.tracked
-        assert.deepStrictEqual([tracked.sessions, tracked.markers], [0, 0], "closed lanes leave nothing behind")
+        assert.strictEqual(tracked.markers, 0, "closed lanes leave nothing behind")
         for (const probe of ["user-k9999", "call_9999", "turn-9999", "tool_9999", "agent:main"]) {
           assert.notInclude(text, probe)
         }
         Prometheus.parse(text)
       }).pipe(Effect.provide(stack())), 60_000)
 
-    it.effect("tracks at most maxTrackedSessions sessions and counts the rest", () =>
-      Effect.gen(function*() {
-        const metrics = yield* SessionMetrics.SessionMetrics
-        const drafts: Array<Draft> = []
-        for (let n = 0; n < 50; n++) drafts.push(state(n, "idle", 1))
-        yield* publish(...drafts)
-        assert.strictEqual((yield* (yield* MetricsFromEvents.MetricsFromEvents).tracked).sessions, 10)
-        assert.strictEqual((yield* Metric.value(metrics.seriesOverflow({ metric: "sessions" }))).count, 40)
-        assert.strictEqual(Prometheus.value(yield* scrape, "session_runtime_queue_depth"), 10)
-      }).pipe(Effect.provide(stack({ maxTrackedSessions: 10 }))))
   })
 })

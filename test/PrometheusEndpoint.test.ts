@@ -43,7 +43,7 @@ describe("PrometheusEndpoint", () => {
         }
         assert.strictEqual(exposition.families.get("session_runtime_attention_total")?.type, "counter")
         assert.strictEqual(exposition.families.get("session_runtime_lock_wait_seconds")?.type, "histogram")
-        assert.strictEqual(exposition.families.get("session_runtime_sessions")?.type, "gauge")
+        assert.strictEqual(exposition.families.get("session_runtime_event_loop_utilization")?.type, "gauge")
         for (const secret of Scenario.forbidden) {
           assert.notInclude(response.body, secret)
         }

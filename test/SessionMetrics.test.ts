@@ -124,6 +124,59 @@ describe("SessionMetrics", () => {
           { numRuns: 100 }
         )
       }))
+    it.effect("counts every update where an uncached model of the caps says, however often values repeat", () =>
+      Effect.gen(function*() {
+        const maxSeries = 6
+        const maxLabelValues = 3
+        const tool = fc.constantFrom("exec", "read", "write", "grep", "other", "a path/x", "web", "")
+        const outcome = fc.constantFrom(...SessionMetrics.domains.callOutcome, "bogus")
+        fc.assert(
+          fc.property(fc.array(fc.tuple(tool, outcome), { maxLength: 200 }), (updates) => {
+            // The model: learned tools in first-seen order, series in first-seen order, both capped.
+            const learned = new Set<string>()
+            const series = new Set<string>()
+            const expected = new Map<string, number>()
+            let overflow = 0
+            for (const [t, o] of updates) {
+              let folded = false
+              let tLabel = "other"
+              if (learned.has(t)) tLabel = t
+              else if (t !== "other" && /^[A-Za-z0-9_.:-]{1,64}$/.test(t)) {
+                if (learned.size < maxLabelValues) {
+                  learned.add(t)
+                  tLabel = t
+                } else folded = true
+              }
+              const oLabel = (SessionMetrics.domains.callOutcome as ReadonlyArray<string>).includes(o) ? o : "other"
+              let key = `${tLabel}/${oLabel}`
+              if (!series.has(key) && series.size >= maxSeries && key !== "other/other") {
+                key = "other/other"
+                folded = true
+              } else series.add(key)
+              expected.set(key, (expected.get(key) ?? 0) + 1)
+              if (folded) overflow++
+            }
+            const registry = new Map()
+            const metrics = SessionMetrics.makeUnsafe({ maxSeriesPerMetric: maxSeries, maxLabelValues })
+            Effect.runSync(Effect.gen(function*() {
+              for (const [t, o] of updates) yield* Metric.update(metrics.toolCalls({ tool: t, outcome: o }), 1)
+            }).pipe(Effect.provideService(Metric.MetricRegistry, registry)))
+            const actual = new Map<string, number>()
+            for (const m of registry.values()) {
+              if (m.id === metrics.toolCalls.id) {
+                const count = m.hooks.get().count as number
+                if (count > 0) actual.set(`${m.attributes.tool}/${m.attributes.outcome}`, count)
+              }
+            }
+            const overflowSeries = [...registry.values()].find((m) =>
+              m.id === metrics.seriesOverflow.id && m.attributes.metric === "tool_calls_total"
+            )
+            return JSON.stringify([...actual].sort()) === JSON.stringify([...expected].sort()) &&
+              ((overflowSeries?.hooks.get().count as number | undefined) ?? 0) === overflow
+          }),
+          { numRuns: 300 }
+        )
+      }))
   })
 
   describe("export", () => {

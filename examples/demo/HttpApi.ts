@@ -17,7 +17,6 @@
  * body are validated before any lane is touched.
  */
 import { ByteSize, Clock, Duration, Effect, Layer, Result, Schema, Stream } from "effect"
-import { Sse } from "effect/encoding"
 import {
   HttpIncomingMessage,
   HttpRouter,
@@ -27,11 +26,11 @@ import {
 } from "effect/http"
 import { ActivityTracker } from "../../src/ActivityTracker.ts"
 import { DiagnosticBus } from "../../src/DiagnosticBus.ts"
-import * as DiagnosticEvent from "../../src/DiagnosticEvent.ts"
 import * as PrometheusEndpoint from "../../src/PrometheusEndpoint.ts"
 import * as SessionKey from "../../src/SessionKey.ts"
 import { type Admission, LaneFull, SessionLanes } from "../../src/SessionLanes.ts"
 import { StabilityLog } from "../../src/StabilityLog.ts"
+import * as EventBroadcast from "./EventBroadcast.ts"
 import { Behaviour, SimulatedAgent } from "./SimulatedAgent.ts"
 import * as SessionView from "./SessionView.ts"
 import { DemoInfo, Stopping } from "./Settings.ts"
@@ -205,43 +204,24 @@ const getSession = HttpRouter.add(
   })
 )
 
-// Every diagnostic event, as it is published. A first `ready` event (sent once
-// the subscription is in place) carries the bus watermark: every event after
-// it will be delivered.
-const events = HttpRouter.add(
-  "GET",
-  "/events",
-  Effect.gen(function*() {
-    const bus = yield* DiagnosticBus
-    const stopping = yield* Stopping
-    const stream = Stream.unwrap(Effect.gen(function*() {
-      const subscription = yield* bus.subscribe({ name: "sse" })
-      const ready: Sse.Event = {
-        _tag: "Event",
-        event: "ready",
-        id: undefined,
-        data: JSON.stringify({ watermark: yield* bus.watermark })
-      }
-      return Stream.concat(
-        Stream.succeed(ready),
-        Stream.map(subscription, (event): Sse.Event => ({
-          _tag: "Event",
-          event: event._tag,
-          id: String(event.seq),
-          data: DiagnosticEvent.encodeJson(event)
-        }))
-      )
-    })).pipe(
-      Stream.interruptWhen(stopping.await),
-      Stream.map((event) => Sse.encoder.write(event)),
-      Stream.encodeText
-    )
-    return HttpServerResponse.stream(stream, {
-      contentType: "text/event-stream",
-      headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+// Every diagnostic event, as it is published, encoded once for all readers
+// (EventBroadcast). A first `ready` event (sent once the reader is in place)
+// carries the last seq passed on: every event after it will be delivered.
+const events = Layer.unwrap(Effect.gen(function*() {
+  const broadcast = yield* EventBroadcast.make(yield* DiagnosticBus)
+  return HttpRouter.add(
+    "GET",
+    "/events",
+    Effect.gen(function*() {
+      const stopping = yield* Stopping
+      const stream = Stream.unwrap(broadcast.reader).pipe(Stream.interruptWhen(stopping.await))
+      return HttpServerResponse.stream(stream, {
+        contentType: "text/event-stream",
+        headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+      })
     })
-  })
-)
+  )
+}))
 
 // A non-numeric value is passed on as it is, so the error quotes what was sent.
 const numberOrRaw = (raw: string | null): number | undefined =>

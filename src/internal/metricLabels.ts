@@ -73,7 +73,39 @@ export const makeLabeller = (options: {
     const countedSeries = new Map<string, Metric.Metric<Input, State>>()
     const allOther: Record<string, string> = {}
     for (const key of keys) allOther[key] = other
-    const allOtherKey = JSON.stringify(keys.map((k) => allOther[k]))
+    const seriesKey = (values: { readonly [K in L]: string }): string => {
+      // Label values never hold NUL: closed domains are literals, open ones identifier-like.
+      let key = values[keys[0]!]
+      for (let i = 1; i < keys.length; i++) key += "\u0000" + values[keys[i]!]
+      return key
+    }
+    const allOtherKey = seriesKey(allOther as { readonly [K in L]: string })
+
+    // The fast path: label values as given, one map level per label, leading
+    // to the series they name. Only values kept as they are (neither folded
+    // nor normalised) are cached, so the cache holds at most one entry per
+    // series; a cached answer never changes, since learned values and series
+    // are never forgotten.
+    const cache = new Map<string, unknown>()
+    const last = keys.length - 1
+    const lookup = (values: { readonly [K in L]: string }): Metric.Metric<Input, State> | undefined => {
+      let node = cache
+      for (let i = 0; i < last; i++) {
+        const next = node.get(values[keys[i]!]) as Map<string, unknown> | undefined
+        if (next === undefined) return undefined
+        node = next
+      }
+      return node.get(values[keys[last]!]) as Metric.Metric<Input, State> | undefined
+    }
+    const remember = (values: { readonly [K in L]: string }, found: Metric.Metric<Input, State>) => {
+      let node = cache
+      for (let i = 0; i < last; i++) {
+        let next = node.get(values[keys[i]!]) as Map<string, unknown> | undefined
+        if (next === undefined) node.set(values[keys[i]!], next = new Map())
+        node = next
+      }
+      node.set(values[keys[last]!], found)
+    }
 
     const seriesFor = (key: string, attributes: Metric.Metric.AttributeSet) => {
       let found = series.get(key)
@@ -93,37 +125,48 @@ export const makeLabeller = (options: {
       return found
     }
 
-    const get = (values: { readonly [K in L]: string }): Metric.Metric<Input, State> => {
+    const resolve = (values: { readonly [K in L]: string }): Metric.Metric<Input, State> => {
       const attributes: Record<string, string> = {}
       let folded = false
+      let asGiven = true
       for (const key of keys) {
         const value = values[key]
         const allowed = closed.get(key)
         if (allowed !== undefined) {
           attributes[key] = allowed.has(value) ? value : other
-          continue
-        }
-        const seen = learned.get(key)!
-        if (seen.has(value)) {
-          attributes[key] = value
-        } else if (value === other || !identifierLike.test(value)) {
-          attributes[key] = other
-        } else if (seen.size < maxLabelValues) {
-          seen.add(value)
-          attributes[key] = value
         } else {
-          attributes[key] = other
-          folded = true
+          const seen = learned.get(key)!
+          if (seen.has(value)) {
+            attributes[key] = value
+          } else if (value === other || !identifierLike.test(value)) {
+            attributes[key] = other
+          } else if (seen.size < maxLabelValues) {
+            seen.add(value)
+            attributes[key] = value
+          } else {
+            attributes[key] = other
+            folded = true
+          }
         }
+        if (attributes[key] !== value) asGiven = false
       }
-      if (onFold === undefined) return seriesFor(JSON.stringify(keys.map((k) => attributes[k])), attributes)
-      const key = JSON.stringify(keys.map((k) => attributes[k]))
+      const key = seriesKey(attributes as { readonly [K in L]: string })
+      if (onFold === undefined) {
+        const found = seriesFor(key, attributes)
+        if (asGiven) remember(values, found)
+        return found
+      }
       if (!series.has(key) && series.size >= maxSeries && key !== allOtherKey) {
         // The all-`other` series is always allowed, beyond the cap.
         return folding(allOtherKey, allOther)
       }
-      return folded ? folding(key, attributes) : seriesFor(key, attributes)
+      if (folded) return folding(key, attributes)
+      const found = seriesFor(key, attributes)
+      if (asGiven) remember(values, found)
+      return found
     }
+    const get = (values: { readonly [K in L]: string }): Metric.Metric<Input, State> =>
+      lookup(values) ?? resolve(values)
     families.push({ size: () => series.size })
     return Object.assign(get, { id, labels, size: () => series.size })
   }

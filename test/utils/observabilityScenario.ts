@@ -197,12 +197,7 @@ export const expected: ReadonlyArray<readonly [name: string, labels: Record<stri
   ["session_runtime_turn_seconds_count", { outcome: "success" }, 1],
   ["session_runtime_liveness_warning_total", { reason: "event_loop_delay_p99" }, 1],
   ["session_runtime_event_loop_delay_p99_seconds", {}, 1.5],
-  ["session_runtime_event_loop_delay_max_seconds", {}, 2.5],
-  ["session_runtime_sessions", { state: "processing" }, 1],
-  ["session_runtime_sessions", { state: "idle" }, 1],
-  ["session_runtime_queue_depth", {}, 1],
-  ["session_runtime_active_calls", { kind: "tool_call" }, 0],
-  ["session_runtime_active_calls", { kind: "model_call" }, 0]
+  ["session_runtime_event_loop_delay_max_seconds", {}, 2.5]
 ]
 
 /**
