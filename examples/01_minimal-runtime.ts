@@ -6,7 +6,7 @@
  * the stability log and metrics. A turn is an Effect; its model and tool calls are markers that close
  * however the call ends. (An application imports from "effect-session-runtime" instead of ../src.)
  *
- *   node examples/01_minimal-runtime.ts
+ *   npx node examples/01_minimal-runtime.ts
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect } from "effect"

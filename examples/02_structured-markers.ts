@@ -6,7 +6,7 @@
  * `MarkerLog` layer below extends the runtime with a subscriber that prints every marker event from the
  * `DiagnosticBus`.
  *
- *   node examples/02_structured-markers.ts
+ *   npx node examples/02_structured-markers.ts
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer, Stream } from "effect"

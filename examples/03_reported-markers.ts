@@ -10,7 +10,7 @@
  * The `NativeTools` layer extends the runtime with a service that runs a child process and relays its
  * JSON lines to `ActivityTracker.report`.
  *
- *   node examples/03_reported-markers.ts
+ *   npx node examples/03_reported-markers.ts
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Console, Context, Effect, Layer, Stream } from "effect"

@@ -7,7 +7,7 @@
  * SIGKILLed (`lock.reclaimed`, `holder_dead`). Every wait is asynchronous: nothing blocks the event loop.
  * The `LockLog` layer prints the lock events from the bus.
  *
- *   node examples/04_file-lock-contention.ts [--short]
+ *   npx node examples/04_file-lock-contention.ts [--short]
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Console, Context, Duration, Effect, Fiber, Layer, Option, Stream } from "effect"

@@ -10,7 +10,7 @@
  * - a tool that never returns under a live owner is a blocked tool call: reported on every tick, and
  *   actively aborted once it reaches the abort threshold; the turn queued behind it runs.
  *
- *   node examples/05_watchdog-recovery.ts [--short]
+ *   npx node examples/05_watchdog-recovery.ts [--short]
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer, Stream } from "effect"

@@ -10,7 +10,7 @@
  *     - job_name: agent-gateway
  *       static_configs: [{ targets: ["127.0.0.1:9464"] }]
  *
- *   node examples/06_prometheus.ts [--short]     # without --short it serves until Ctrl+C
+ *   npx node examples/06_prometheus.ts [--short]     # without --short it serves until Ctrl+C
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer } from "effect"

@@ -9,7 +9,7 @@
  * it is sent) and points the exporter at it; in production the endpoint is your collector, e.g.
  * `http://localhost:4318`.
  *
- *   node examples/07_otlp.ts [--short]
+ *   npx node examples/07_otlp.ts [--short]
  */
 import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
 import { Console, Context, Effect, Layer } from "effect"

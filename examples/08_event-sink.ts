@@ -9,7 +9,7 @@
  * what it has already received before it stops. Session keys are written as their hash unless
  * `keepSessionKeys` is set: event files tend to travel.
  *
- *   node examples/08_event-sink.ts [--short]
+ *   npx node examples/08_event-sink.ts [--short]
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Context, Deferred, Effect, Layer, Stream } from "effect"

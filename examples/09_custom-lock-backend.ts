@@ -11,7 +11,7 @@
  * A real backend keeps its locks where every process that may write a session sees them (a database, a
  * coordination service) and runs the shared conformance suite (`test/SessionLock.contract.ts`).
  *
- *   node examples/09_custom-lock-backend.ts [--short]
+ *   npx node examples/09_custom-lock-backend.ts [--short]
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Clock, Console, Effect, Option } from "effect"

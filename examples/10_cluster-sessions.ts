@@ -7,10 +7,10 @@
  * watchdog classifies the sessions the runner owns, recovery releases or aborts what is stuck, and each turn
  * holds its session's PostgreSQL lease, whose fencing token a store can check before a write.
  *
- *   eval "$(.ci/postgres.sh)"                                        # a throwaway PostgreSQL on loopback
- *   node examples/10_cluster-sessions.ts runner 34431 &              # two runners
- *   node examples/10_cluster-sessions.ts runner 34432 &
- *   node examples/10_cluster-sessions.ts send agent:main:demo:1 m1 "hello"
+ *   eval "$(.ci/postgres.sh)"                                            # a throwaway PostgreSQL on loopback
+ *   npx node examples/10_cluster-sessions.ts runner 34431 &              # two runners
+ *   npx node examples/10_cluster-sessions.ts runner 34432 &
+ *   npx node examples/10_cluster-sessions.ts send agent:main:demo:1 m1 "hello"
  *
  * The layers below are the recipe of docs/cluster.md; the tests run them in real processes.
  */
@@ -143,7 +143,9 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, unknown> => {
       Effect.provide(clientLayer({ url }))
     )
   }
-  return Console.error("usage: node examples/10_cluster-sessions.ts runner <port> | send <session> <message id> <text>")
+  return Console.error(
+    "usage: npx node examples/10_cluster-sessions.ts runner <port> | send <session> <message id> <text>"
+  )
 }
 
 if (import.meta.main) {

@@ -12,7 +12,6 @@
  * @since 0.1.0
  */
 import { createServer } from "node:http"
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Effect from "effect/Effect"
 import * as HttpRouter from "effect/http/HttpRouter"
 import * as HttpServer from "effect/http/HttpServer"
@@ -130,6 +129,15 @@ export const layerServer = (
     )
   }
   return HttpRouter.serve(layerHttp(options), { disableListenLog: true, disableLogger: true }).pipe(
-    Layer.provideMerge(NodeHttpServer.layer(createServer, { port, host: options.host ?? "127.0.0.1" }))
+    Layer.provideMerge(nodeHttpServer({ port, host: options.host ?? "127.0.0.1" }))
   )
 }
+
+// `@effect/platform-node` is an optional peer: it is loaded when a standalone
+// server is built, so importing this module (and its entry point) needs `effect` alone.
+const nodeHttpServer = (options: { readonly port: number; readonly host: string }) =>
+  Layer.unwrap(
+    Effect.promise(() => import("@effect/platform-node/NodeHttpServer")).pipe(
+      Effect.map((NodeHttpServer) => NodeHttpServer.layer(createServer, options))
+    )
+  )

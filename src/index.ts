@@ -1,10 +1,20 @@
 /**
  * effect-session-runtime: keeps every chat session of an AI agent server
- * moving. One namespace per module; `SessionRuntime.layer` wires them all.
+ * moving. The root entry point is the core and needs `effect` alone: session
+ * keys, the diagnostic events and their bus, activity tracking, lanes,
+ * attention, the watchdog, recovery, the session write lock with its memory
+ * and file backends, the lane guard, and `SessionRuntime.layer` wiring them.
  *
- * Modules that need optional peers are not re-exported here and are imported
- * by path: `effect-session-runtime/SessionLockSql` and
- * `effect-session-runtime/ClusterSessions` (PostgreSQL through `@effect/sql-pg`).
+ * The other domains have their own entry points, as effect ships
+ * `effect/cluster`:
+ * - `effect-session-runtime/observability`: metrics, Prometheus, OTLP, span
+ *   attributes, the stability log, the event-loop monitor;
+ * - `effect-session-runtime/sql`: the PostgreSQL session lock;
+ * - `effect-session-runtime/cluster`: sessions as Effect Cluster entities;
+ * - `effect-session-runtime/cli`: the doctor (the `effect-session-runtime` bin).
+ *
+ * Every module is also importable alone by its name
+ * (`effect-session-runtime/SessionLock`).
  *
  * @since 0.1.0
  */
@@ -18,19 +28,7 @@ export * as DiagnosticBus from "./DiagnosticBus.ts"
 /** @since 0.1.0 */
 export * as DiagnosticEvent from "./DiagnosticEvent.ts"
 /** @since 0.1.0 */
-export * as Doctor from "./Doctor.ts"
-/** @since 0.1.0 */
 export * as LaneGuard from "./LaneGuard.ts"
-/** @since 0.1.0 */
-export * as MetricsFromEvents from "./MetricsFromEvents.ts"
-/** @since 0.1.0 */
-export * as MetricsFromState from "./MetricsFromState.ts"
-/** @since 0.1.0 */
-export * as NodeEventLoopMonitor from "./NodeEventLoopMonitor.ts"
-/** @since 0.1.0 */
-export * as OtelExporter from "./OtelExporter.ts"
-/** @since 0.1.0 */
-export * as PrometheusEndpoint from "./PrometheusEndpoint.ts"
 /** @since 0.1.0 */
 export * as Recovery from "./Recovery.ts"
 /** @since 0.1.0 */
@@ -42,14 +40,6 @@ export * as SessionLock from "./SessionLock.ts"
 /** @since 0.1.0 */
 export * as SessionLockFile from "./SessionLockFile.ts"
 /** @since 0.1.0 */
-export * as SessionMetrics from "./SessionMetrics.ts"
-/** @since 0.1.0 */
 export * as SessionRuntime from "./SessionRuntime.ts"
-/** @since 0.1.0 */
-export * as SpanAttributes from "./SpanAttributes.ts"
-/** @since 0.1.0 */
-export * as StabilityLog from "./StabilityLog.ts"
-/** @since 0.1.0 */
-export * as StabilityRing from "./StabilityRing.ts"
 /** @since 0.1.0 */
 export * as Watchdog from "./Watchdog.ts"

@@ -1,7 +1,7 @@
 /**
  * The demo server's command line (`effect/cli`):
  *
- *   node examples/00_demo-server.ts [--port 8787] [--host 127.0.0.1] [--lock-dir <dir>]
+ *   npx node examples/00_demo-server.ts [--port 8787] [--host 127.0.0.1] [--lock-dir <dir>]
  *                                   [--warn <s>] [--abort <s>] [--scenario seed-failures]
  *
  * Without `--scenario` it serves until stopped (Ctrl+C). With

@@ -5,7 +5,7 @@
  * seed-failures scenario SIGKILLs it, as a crashed agent process would die,
  * and the server's waiters reclaim its locks (`lock.reclaimed`, `holder_dead`).
  *
- *   node examples/demo/lockHog.ts <lock dir> <session key>...
+ *   npx node examples/demo/lockHog.ts <lock dir> <session key>...
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
