@@ -5,7 +5,8 @@
  * {@link layer} decorates the `McpClient` it is given: inside a session turn,
  * each `callTool` is a tool marker named after the remote tool (with an
  * optional prefix, e.g. the server's name), open until the call returns, fails,
- * times out or is interrupted. A call made by the handler of a tool call that
+ * times out or is interrupted; a result the server marks `isError` closes it
+ * as a failure (the caller still gets the result). A call made by the handler of a tool call that
  * is already tracked (the model calling `McpClient.toolkit` tools through a
  * `TrackedLanguageModel`) opens no second marker: one marker per call, with the
  * model's call id. Outside a turn the client behaves exactly as the original.
@@ -35,6 +36,18 @@ export interface Options {
 
 type Tracker = Context.Service.Shape<typeof ActivityTracker>
 
+// A result the server marked `isError` ends the marker as a failure; the
+// caller still gets the result, as `callTool` returns it.
+class ReportedError {
+  readonly result: unknown
+  constructor(result: unknown) {
+    this.result = result
+  }
+}
+
+const isErrorResult = (result: unknown): boolean =>
+  typeof result === "object" && result !== null && "isError" in result && result.isError === true
+
 /**
  * `client` with each tool call, inside a session turn, as a tool marker of `tracker`.
  *
@@ -51,7 +64,14 @@ export const decorate = (client: McpClient.McpClient, tracker: Tracker, options:
     return Effect.contextWith((context: Context.Context<never>) => {
       const run = Context.getOption(context as Context.Context<CurrentRun>, CurrentRun)
       if (run._tag === "None" || Context.get(context, CurrentToolCall) !== undefined) return call
-      return tracker.tool({ name: `${prefix}${params.tool.name}` }, call).pipe(Effect.provideService(CurrentRun, run.value))
+      const checked = Effect.flatMap(
+        call,
+        (result) => isErrorResult(result) ? Effect.fail(new ReportedError(result)) : Effect.succeed(result)
+      )
+      return tracker.tool({ name: `${prefix}${params.tool.name}` }, checked).pipe(
+        Effect.catchIf((error) => error instanceof ReportedError, (error) => Effect.succeed(error.result)),
+        Effect.provideService(CurrentRun, run.value)
+      )
     })
   }
   return { ...client, callTool: callTool as McpClient.McpClient["callTool"] }
