@@ -26,7 +26,9 @@ import { alternate } from "./utils/stats.ts"
 
 const key = SessionKey.makeUnsafe("agent:bench:ai:1")
 
-const Tools = Toolkit.make(Tool.make("lookup", { parameters: Schema.Struct({ q: Schema.String }), success: Schema.String }))
+const Tools = Toolkit.make(
+  Tool.make("lookup", { parameters: Schema.Struct({ q: Schema.String }), success: Schema.String })
+)
 const Handlers = Tools.toLayer({ lookup: ({ q }) => Effect.succeed(q) })
 
 const script: ScriptedLanguageModel.Script = (request) =>
@@ -65,7 +67,8 @@ const build = async (scope: Scope.Scope, tracked: boolean): Promise<Variant> =>
       return {
         generate: (n: number) => timed(n, languageModel.generateText({ prompt: "go", toolkit })),
         // 1000 parts per stream: text-start, 998 deltas, text-end (and finish).
-        stream: (n: number) => timed(n, Stream.runDrain(languageModel.streamText({ prompt: "go" }))).then((ns) => ns / 1000)
+        stream: (n: number) =>
+          timed(n, Stream.runDrain(languageModel.streamText({ prompt: "go" }))).then((ns) => ns / 1000)
       }
     }).pipe(Scope.provide(scope))
   )

@@ -91,7 +91,9 @@ export const reply = (options: Reply): Stream.Stream<Response.StreamPartEncoded,
     if (options.text !== undefined && options.text.length > 0) {
       const id = yield* ids.generateId()
       out.push({ type: "text-start", id })
-      for (const word of options.text.match(/\S+\s*/g) ?? [options.text]) out.push({ type: "text-delta", id, delta: word })
+      for (const word of options.text.match(/\S+\s*/g) ?? [options.text]) {
+        out.push({ type: "text-delta", id, delta: word })
+      }
       out.push({ type: "text-end", id })
     }
     const calls = options.toolCalls ?? []
@@ -177,4 +179,8 @@ export const layer = (
     readonly model?: string | undefined
   }
 ): Layer.Layer<LanguageModel.LanguageModel | Model.ProviderName | Model.ModelName> =>
-  Model.make(options?.provider ?? "scripted", options?.model ?? "script", Layer.effect(LanguageModel.LanguageModel, make(script)))
+  Model.make(
+    options?.provider ?? "scripted",
+    options?.model ?? "script",
+    Layer.effect(LanguageModel.LanguageModel, make(script))
+  )

@@ -120,8 +120,10 @@ export const make = (
   Effect.gen(function*() {
     const model = yield* LanguageModel.LanguageModel
     const tracker = yield* ActivityTracker
-    const provider = options.provider ?? Option.getOrElse(yield* Effect.serviceOption(Model.ProviderName), () => "unknown")
-    const modelName = options.model ?? Option.getOrElse(yield* Effect.serviceOption(Model.ModelName), () => "unknown")
+    const named = <I>(service: Context.Key<I, string>) =>
+      Effect.map(Effect.serviceOption(service), Option.getOrElse(() => "unknown"))
+    const provider = options.provider ?? (yield* named(Model.ProviderName))
+    const modelName = options.model ?? (yield* named(Model.ModelName))
     return decorate(model, tracker, { provider, model: modelName })
   })
 

@@ -52,6 +52,7 @@ const returnedFailure = { _tag: "ReturnedFailure" } as const
 
 type Tracker = Context.Service.Shape<typeof ActivityTracker>
 type Result = { readonly isFailure: boolean; readonly preliminary: boolean }
+type AnyHandle = (...args: Array<unknown>) => Effect.Effect<Stream.Stream<Result, any, any>, any, any>
 
 /**
  * Whether `toolkit` is already tracked (tracking it again would nest markers).
@@ -73,12 +74,7 @@ export const withTracker = <Tools extends Record<string, Tool.Any>>(
 ): Toolkit.WithHandler<Tools> => {
   if (isTracked(toolkit)) return toolkit
   const handle = (name: string, params: unknown, toolCallId?: string, options?: unknown) => {
-    const original = (toolkit.handle as (...args: Array<unknown>) => Effect.Effect<Stream.Stream<Result, any, any>, any, any>)(
-      name,
-      params,
-      toolCallId,
-      options
-    )
+    const original = (toolkit.handle as AnyHandle)(name, params, toolCallId, options)
     return Effect.contextWith((context: Context.Context<never>) => {
       const run = Context.getOption(context as Context.Context<CurrentRun>, CurrentRun)
       if (run._tag === "None") return original
@@ -104,7 +100,10 @@ export const withTracker = <Tools extends Record<string, Tool.Any>>(
       }, { bufferSize: 16 }))
     })
   }
-  const tracked: Toolkit.WithHandler<Tools> = { tools: toolkit.tools, handle: handle as Toolkit.WithHandler<Tools>["handle"] }
+  const tracked: Toolkit.WithHandler<Tools> = {
+    tools: toolkit.tools,
+    handle: handle as Toolkit.WithHandler<Tools>["handle"]
+  }
   return Object.assign(tracked, { [trackedMark]: true })
 }
 

@@ -10,7 +10,9 @@ const echo: ScriptedLanguageModel.Script = (request) => {
   return ScriptedLanguageModel.reply({ text: `you said: ${text}`, every: "1 second" })
 }
 
-const Lookup = Toolkit.make(Tool.make("lookup", { parameters: Schema.Struct({ q: Schema.String }), success: Schema.String }))
+const Lookup = Toolkit.make(
+  Tool.make("lookup", { parameters: Schema.Struct({ q: Schema.String }), success: Schema.String })
+)
 
 describe("ScriptedLanguageModel", () => {
   describe("reply", () => {
@@ -27,8 +29,11 @@ describe("ScriptedLanguageModel", () => {
           "text-end",
           "finish"
         ])
-        assert.strictEqual(parts.flatMap((p) => p.type === "text-delta" ? [p.delta] : []).join(""), "you said: hello there")
-      }).pipe(Effect.provide(ScriptedLanguageModel.layer(() => ScriptedLanguageModel.reply({ text: "you said: hello there" })))))
+        const text = parts.flatMap((p) => p.type === "text-delta" ? [p.delta] : []).join("")
+        assert.strictEqual(text, "you said: hello there")
+      }).pipe(
+        Effect.provide(ScriptedLanguageModel.layer(() => ScriptedLanguageModel.reply({ text: "you said: hello there" })))
+      ))
 
     it.effect("pauses before each part by the Clock", () =>
       Effect.gen(function*() {

@@ -63,7 +63,10 @@ const callsTool = (tool: string): ScriptedLanguageModel.Script => (request) => {
   const last = request.prompt.content.at(-1)
   return last?.role === "tool"
     ? ScriptedLanguageModel.reply({ text: "all done" })
-    : ScriptedLanguageModel.reply({ text: "let me look", toolCalls: [{ name: tool, params: { q: "x" }, id: "call-1" }] })
+    : ScriptedLanguageModel.reply({
+      text: "let me look",
+      toolCalls: [{ name: tool, params: { q: "x" }, id: "call-1" }]
+    })
 }
 
 /** A model whose stream sends a part every `every`, `parts` times, then stops sending and never ends. */
@@ -255,10 +258,8 @@ describe("TrackedLanguageModel", () => {
             return yield* Stream.runCollect(chat.streamText({ prompt: "use lookup", toolkit: Tools }))
           })
         )
-        assert.deepStrictEqual(
-          parts.filter((p) => p.type === "tool-result").map((p) => (p as Response.ToolResultPart<string, unknown, unknown>).result),
-          ["found x"]
-        )
+        const results = parts.flatMap((p) => p.type === "tool-result" ? [p.result] : [])
+        assert.deepStrictEqual(results, ["found x"])
         yield* events.settle
         assert.deepStrictEqual(markerLog(events), [
           "open model_call acme/m1",
@@ -287,7 +288,9 @@ describe("TrackedLanguageModel", () => {
         yield* advance(20)
         assert.strictEqual(yield* next.result, "next turn ran")
         const error = yield* Effect.flip(hung.result)
-        assert.isTrue(typeof error === "object" && error._tag === "TurnInterrupted" && error.reason === "recovery_abort")
+        assert.isTrue(
+          typeof error === "object" && error._tag === "TurnInterrupted" && error.reason === "recovery_abort"
+        )
         yield* events.settle
         assert.deepStrictEqual(events.ofType("session.recovery.completed").map((c) => [c.status, c.action]), [[
           "aborted",

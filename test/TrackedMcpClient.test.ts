@@ -92,7 +92,8 @@ describe("TrackedMcpClient", () => {
         const broken = yield* tool("broken")
         const result = yield* tracker.run(key, client.callTool({ tool: broken, arguments: {} }))
         assert.isTrue(result.isError)
-        const error = yield* Effect.flip(tracker.run(key, client.callTool({ tool: broken, arguments: {}, schema: Schema.String })))
+        const decoded = client.callTool({ tool: broken, arguments: {}, schema: Schema.String })
+        const error = yield* Effect.flip(tracker.run(key, decoded))
         assert.strictEqual(error._tag, "McpClientError")
         yield* events.settle
         assert.deepStrictEqual(markerLog(events), [

@@ -103,7 +103,9 @@ export const layerHandlers = (options: Options = {}) =>
           Effect.scoped(Effect.gen(function*() {
             const events = yield* bus.subscribe({ name: "demo-native-runtime" })
             yield* Deferred.succeed(watching, undefined)
-            yield* Stream.runHead(Stream.filter(events, (e) => e._tag === "session.activity.run_ended" && e.runId === runId))
+            yield* Stream.runHead(
+              Stream.filter(events, (e) => e._tag === "session.activity.run_ended" && e.runId === runId)
+            )
             yield* then
           }))
         )

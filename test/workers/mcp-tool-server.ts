@@ -23,7 +23,9 @@ const Handlers = Tools.toLayer({
 
 McpServer.toolkit(Tools).pipe(
   Layer.provide(Handlers),
-  Layer.provideMerge(McpServer.layerStdio({ name: "test-tools", version: "1.0.0", protocols: [McpProtocol.v2025_11_25] })),
+  Layer.provideMerge(
+    McpServer.layerStdio({ name: "test-tools", version: "1.0.0", protocols: [McpProtocol.v2025_11_25] })
+  ),
   Layer.provide(NodeStdio.layer),
   Layer.launch,
   NodeRuntime.runMain
