@@ -27,7 +27,7 @@
  * Give `layer` a provider's model layer (`model`) to run the same agent on a
  * real model (docs/ai.md).
  */
-import { Context, Effect, Layer, RcMap, Stream } from "effect"
+import { Context, Effect, Exit, Layer, RcMap, Ref, Stream } from "effect"
 import type { AiError, LanguageModel } from "effect/ai"
 import { Chat, type Prompt } from "effect/ai"
 import type { ActivityTracker } from "../../src/ActivityTracker.ts"
@@ -93,7 +93,13 @@ export const make = Effect.fnUntraced(function*(options: { readonly maxSteps?: n
   const reply = (message: Message): Effect.Effect<string, AiError.AiError, CurrentRun> =>
     Effect.gen(function*() {
       const current = yield* CurrentRun
-      return yield* answer(yield* RcMap.get(chats, current.sessionKey), message)
+      const chat = yield* RcMap.get(chats, current.sessionKey)
+      // A turn that does not succeed leaves the conversation as it was: an aborted stream would
+      // otherwise leave a tool call without its result in the history, which a real provider refuses.
+      const before = yield* Ref.get(chat.history)
+      return yield* answer(chat, message).pipe(
+        Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Ref.set(chat.history, before))
+      )
     }).pipe(Effect.scoped, Effect.provideContext(context))
 
   return SimulatedAgent.of({ reply })
