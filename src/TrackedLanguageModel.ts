@@ -55,7 +55,12 @@ export interface Options {
   readonly model?: string | undefined
 }
 
-/** Progress reason of a chunk of streamed response parts. */
+/**
+ * The progress reason of a chunk of streamed response parts.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
 export const streamProgressReason = "model_stream"
 
 type Tracker = Context.Service.Shape<typeof ActivityTracker>

@@ -41,7 +41,12 @@ export const CurrentToolCall = Context.Reference<
   { readonly name: string; readonly callId: string | undefined } | undefined
 >("effect-session-runtime/TrackedToolkit/CurrentToolCall", { defaultValue: () => undefined })
 
-/** Progress reason of a tool's preliminary result. */
+/**
+ * The progress reason of a tool's preliminary result.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
 export const toolOutputReason = "tool_output"
 
 const trackedMark = Symbol.for("effect-session-runtime/TrackedToolkit")
@@ -119,7 +124,12 @@ export const track = <Tools extends Record<string, Tool.Any>, E, R>(
 ): Effect.Effect<Toolkit.WithHandler<Tools>, E, R | ActivityTracker> =>
   Effect.flatMap(ActivityTracker, (tracker) => trackWith(toolkit, tracker))
 
-/** {@link track} with the tracker at hand. */
+/**
+ * {@link track} with the tracker at hand.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
 export const trackWith = <Tools extends Record<string, Tool.Any>, E, R>(
   toolkit: LanguageModel.ToolkitInput<Tools, E, R>,
   tracker: Tracker
