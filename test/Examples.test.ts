@@ -1,5 +1,5 @@
 /**
- * Every numbered example (01–09) runs as a real child process in its short
+ * Every numbered example (01–09, 11) runs as a real child process in its short
  * mode, exits 0 and prints the line that shows what it is about.
  */
 import { NodeServices } from "@effect/platform-node"
@@ -37,7 +37,8 @@ const expected: ReadonlyArray<readonly [string, RegExp]> = [
   ["06_prometheus.ts", /session_runtime_tool_calls_total\{tool="fetch",outcome="failure"\} 1/],
   ["07_otlp.ts", /trace export\(s\), \d+ spans: (?=.*invoke_agent)(?=.*chat gpt-4o)(?=.*execute_tool search)/],
   ["08_event-sink.ts", /\d+ events read back and decoded/],
-  ["09_custom-lock-backend.ts", /held by [\s\S]*acquired, token 3/]
+  ["09_custom-lock-backend.ts", /held by [\s\S]*acquired, token 3/],
+  ["11_ai-agent-server.ts", /opened tool_call get_weather\n {2}closed tool_call success[\s\S]*agent:main:2 -> It is sunny/]
 ]
 
 describe.concurrent("Examples", () => {

@@ -1,8 +1,8 @@
 /**
  * The demo agent server as one layer: the whole runtime on embedded defaults
  * (`SessionRuntime.layer`: file locks — in a fresh temporary directory unless
- * one is given — and in-memory state), the simulated agent, and the HTTP API
- * on a Node HTTP server.
+ * one is given — and in-memory state), the effect/ai agent (on the scripted
+ * model by default), and the HTTP API on a Node HTTP server.
  *
  * Closing the layer stops the HTTP server first, then closes every session
  * (running turns are interrupted, their finalizers run, their locks are
@@ -10,6 +10,7 @@
  */
 import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Duration, Effect, Layer } from "effect"
+import type { LanguageModel } from "effect/ai"
 import { HttpRouter, HttpServer } from "effect/http"
 import { mkdtemp, rm } from "node:fs/promises"
 import { createServer } from "node:http"
@@ -52,8 +53,15 @@ export const runtime = (settings: Settings, directory: string) =>
     lanes: { maxQueueDepth: settings.maxQueueDepth, idleTtl: "10 minutes" }
   })
 
-/** The demo server: runtime, agent and HTTP API, listening on `settings.host:port`. */
-export const layer = (settings: Settings) =>
+/**
+ * The demo server: runtime, agent and HTTP API, listening on `settings.host:port`.
+ * The agent talks to the scripted model unless `agent.model` gives a provider's
+ * model layer (docs/ai.md).
+ */
+export const layer = <E = never, R = never>(
+  settings: Settings,
+  agent: { readonly model?: Layer.Layer<LanguageModel.LanguageModel, E, R> | undefined } = {}
+) =>
   Layer.unwrap(Effect.gen(function*() {
     const directory = yield* lockDirectory(settings)
     const info = Layer.succeed(DemoInfo, DemoInfo.of({ settings, lockDirectory: directory }))
@@ -83,7 +91,7 @@ export const layer = (settings: Settings) =>
     return address.pipe(
       Layer.provideMerge(http),
       Layer.provideMerge(Stopping.layer),
-      Layer.provideMerge(SimulatedAgent.layer({ slowTool: settings.slowTool })),
+      Layer.provideMerge(SimulatedAgent.layer({ slowTool: settings.slowTool, model: agent.model })),
       Layer.provideMerge(info),
       Layer.provideMerge(runtime(settings, directory))
     )

@@ -1,167 +1,121 @@
 /**
- * The demo's simulated agent: it answers each message with model calls and
- * tool calls through the `ActivityTracker`, streaming progress, and the
- * message chooses how it behaves:
+ * The demo server's agent: a real effect/ai agent — one `Chat` per session,
+ * with a `Toolkit` (`DemoTools.ts`) — over a `LanguageModel` tracked by
+ * `TrackedLanguageModel`. Nothing in it places a marker: each model call is a
+ * model marker (each streamed chunk is progress), each tool call the model
+ * makes is a tool marker with its call id, and an interrupted or aborted turn
+ * stops the model stream and the running tool.
  *
- * - `normal`      — a planner model call, a quick tool, a writer model call (≈ 200 ms);
- * - `slow`        — the same around a long tool that keeps streaming progress
- *                   (healthy: `long_running`, never stalled);
- * - `hang`        — a tool that never returns (under a live owner: the watchdog
- *                   reports `blocked_tool_call`, then aborts it at the abort threshold);
- * - `crash`       — the turn hands a native tool to an external runtime and dies;
- *                   the external runtime reports its start after the turn is gone
- *                   and never its end (orphaned activity: the next messages wedge
- *                   until recovery releases the lane);
- * - `native-leak` — a native tool reported by the turn (`report` + `nextSeq`, as a
- *                   subprocess would) never reports completion, and a second start
- *                   it numbered during the turn arrives after the turn ended (the
- *                   marker is evicted at teardown and the late start is fenced).
+ * By default it talks to the scripted model of `DemoModel.ts` (deterministic,
+ * no network), which is what makes the message's behaviour happen:
  *
- * External runtimes are simulated by fibers in the agent's own scope, which
- * report through `ActivityTracker.report` exactly as a subprocess's output
- * would be relayed.
+ * - `normal`      — plans, calls `search`, answers (≈ 400 ms);
+ * - `slow`        — calls `browse`, which reads for a while and reports each
+ *                   page (healthy: `long_running`, never stalled);
+ * - `hang`        — calls `shell`, which never returns (under a live owner: the
+ *                   watchdog reports `blocked_tool_call`, then aborts it at the
+ *                   abort threshold);
+ * - `crash`       — calls `native_exec`: the turn hands a native tool to a
+ *                   native runtime and dies; the native runtime reports its start
+ *                   after the turn is gone and never its end (orphaned activity:
+ *                   the next messages wedge until recovery releases the lane);
+ * - `native-leak` — calls `open_browser`: a native browser reports a tool it
+ *                   never completes, and a second start it numbered during the
+ *                   turn arrives after the turn ended (the marker is evicted at
+ *                   teardown and the late start is fenced).
+ *
+ * Give `layer` a provider's model layer (`model`) to run the same agent on a
+ * real model (docs/ai.md).
  */
-import { Context, Deferred, Duration, Effect, FiberSet, Layer, Schema } from "effect"
-import { ActivityTracker, CurrentRun } from "../../src/ActivityTracker.ts"
+import { Context, Effect, Exit, Layer, RcMap, Ref, Stream } from "effect"
+import type { AiError, LanguageModel } from "effect/ai"
+import { Chat, type Prompt } from "effect/ai"
+import type { ActivityTracker } from "../../src/ActivityTracker.ts"
+import { CurrentRun } from "../../src/ActivityTracker.ts"
 import type { SessionKey } from "../../src/SessionKey.ts"
+import * as TrackedLanguageModel from "../../src/TrackedLanguageModel.ts"
+import * as DemoModel from "./DemoModel.ts"
+import * as DemoTools from "./DemoTools.ts"
 
-/** How a message asks the agent to behave. */
-export const Behaviour = Schema.Literals(["normal", "slow", "hang", "crash", "native-leak"])
-export type Behaviour = typeof Behaviour.Type
+export { Behaviour } from "./DemoModel.ts"
 
 /** Options of the agent. */
-export interface Options {
+export interface Options<E = never, R = never> extends DemoTools.Options {
   /**
-   * How long the `slow` behaviour's tool runs (streaming progress all along).
-   * @default "3 seconds"
+   * The model layer the agent talks to (a provider's `model(...)`); it is tracked here.
+   * @default the scripted `DemoModel.layer` (no network)
    */
-  readonly slowTool?: Duration.Input | undefined
+  readonly model?: Layer.Layer<LanguageModel.LanguageModel, E, R> | undefined
   /**
-   * How long after its turn died the external runtime of `crash` reports its
-   * native tool's start.
-   * @default "150 millis"
+   * Model calls one message may take (each tool round is one more).
+   * @default 8
    */
-  readonly externalDelay?: Duration.Input | undefined
+  readonly maxSteps?: number | undefined
 }
 
 /** What the agent needs to answer a message. */
 export interface Message {
   readonly text: string
-  readonly behaviour: Behaviour
+  readonly behaviour: DemoModel.Behaviour
 }
 
 export class SimulatedAgent extends Context.Service<SimulatedAgent, {
   /** Answers one message inside the current turn (an activity owner). */
-  readonly reply: (message: Message) => Effect.Effect<string, never, CurrentRun>
+  readonly reply: (message: Message) => Effect.Effect<string, AiError.AiError, CurrentRun>
 }>()("demo/SimulatedAgent") {}
 
-const progressEvery = Duration.millis(250)
+/** Builds the agent over the `LanguageModel` and tool handlers in context. */
+export const make = Effect.fnUntraced(function*(options: { readonly maxSteps?: number | undefined } = {}) {
+  const context = yield* Effect.context<LanguageModel.LanguageModel>()
+  const toolkit = yield* DemoTools.DemoToolkit
+  const maxSteps = options.maxSteps ?? 8
+  // One conversation per session, forgotten 10 minutes after its last message.
+  const chats = yield* RcMap.make({ lookup: (_: SessionKey) => Chat.empty, idleTimeToLive: "10 minutes" })
 
-export const make = Effect.fnUntraced(function*(options: Options = {}) {
-  const tracker = yield* ActivityTracker
-  // Simulated external runtimes live as long as the agent (interrupted at shutdown).
-  const externals = yield* FiberSet.make<void, never>()
-  const slowTool = Duration.fromInputUnsafe(options.slowTool ?? "3 seconds")
-  const externalDelay = Duration.fromInputUnsafe(options.externalDelay ?? "150 millis")
-
-  const streamModel = (model: string, chunks: number) =>
-    tracker.model(
-      { provider: "sim", model },
-      Effect.gen(function*() {
-        for (let i = 0; i < chunks; i++) {
-          yield* Effect.sleep("25 millis")
-          yield* tracker.progress("model_delta")
-        }
-      })
-    )
-
-  const tool = (name: string, duration: Duration.Duration) =>
-    tracker.tool(
-      { name },
-      Effect.gen(function*() {
-        let left = Duration.toMillis(duration)
-        while (left > 0) {
-          const step = Math.min(left, Duration.toMillis(progressEvery))
-          yield* Effect.sleep(Duration.millis(step))
-          left -= step
-          yield* tracker.progress("tool_output")
-        }
-      })
-    )
-
-  // A native tool reported by an external runtime that crashed before its turn
-  // ended: it reports its start only once the turn is gone, and never its end.
-  const crashedExternalRun = (sessionKey: SessionKey, runId: string) =>
+  const answer = (chat: Chat.Chat, message: Message) =>
     Effect.gen(function*() {
-      yield* Effect.sleep(externalDelay)
-      yield* tracker.report({
-        type: "started",
-        kind: "tool_call",
-        sessionKey,
-        runId: `external-${runId}`,
-        callId: "exec-1",
-        name: "native.exec",
-        seq: yield* tracker.nextSeq
-      })
-    }).pipe(Effect.ignore)
-
-  // A native tool whose completion is never reported, and a second start,
-  // numbered during the turn, that reaches the runtime only after the turn ended.
-  const leakNativeTool = Effect.gen(function*() {
-    const current = yield* CurrentRun
-    const signal = (callId: string, seq: number) => ({
-      type: "started",
-      kind: "tool_call",
-      sessionKey: current.sessionKey,
-      runId: current.runId,
-      callId,
-      name: "native.browser",
-      seq
-    })
-    yield* tracker.report(signal("browser-1", yield* tracker.nextSeq)).pipe(Effect.ignore)
-    const lateSeq = yield* tracker.nextSeq
-    const turnEnded = yield* Deferred.make<void>()
-    yield* FiberSet.run(
-      externals,
-      Deferred.await(turnEnded).pipe(
-        Effect.andThen(Effect.sleep("200 millis")),
-        Effect.andThen(tracker.report(signal("browser-2", lateSeq))),
-        Effect.ignore
-      )
-    )
-    return turnEnded
-  })
-
-  const reply = (message: Message): Effect.Effect<string, never, CurrentRun> =>
-    Effect.gen(function*() {
-      yield* streamModel("planner", 3)
-      switch (message.behaviour) {
-        case "normal":
-          yield* tool("search", Duration.millis(60))
-          break
-        case "slow":
-          yield* tool("browse", slowTool)
-          break
-        case "hang":
-          yield* tracker.tool({ name: "shell" }, Effect.never)
-          break
-        case "crash": {
-          const current = yield* CurrentRun
-          yield* FiberSet.run(externals, crashedExternalRun(current.sessionKey, current.runId))
-          return yield* Effect.die(new Error("simulated crash: the agent died mid-turn"))
+      let prompt: Prompt.RawInput = [{
+        role: "user",
+        content: message.text,
+        options: DemoModel.behaviourOptions(message.behaviour)
+      }]
+      for (let step = 0; step < maxSteps; step++) {
+        const parts = yield* Stream.runCollect(chat.streamText({ prompt, toolkit }))
+        if (!parts.some((part) => part.type === "tool-call")) {
+          return parts.flatMap((part) => part.type === "text-delta" ? [part.delta] : []).join("")
         }
-        case "native-leak": {
-          const turnEnded = yield* leakNativeTool
-          yield* streamModel("writer", 3).pipe(Effect.ensuring(Deferred.succeed(turnEnded, undefined)))
-          return `(native-leak) answered "${message.text}"; the native tool never reported completion`
-        }
+        // The tool results are in the chat's history: the next call continues from them.
+        prompt = []
       }
-      yield* streamModel("writer", 3)
-      return `(${message.behaviour}) answered "${message.text}"`
+      return `(gave up after ${maxSteps} model calls)`
     })
+
+  const reply = (message: Message): Effect.Effect<string, AiError.AiError, CurrentRun> =>
+    Effect.gen(function*() {
+      const current = yield* CurrentRun
+      const chat = yield* RcMap.get(chats, current.sessionKey)
+      // A turn that does not succeed leaves the conversation as it was: an aborted stream would
+      // otherwise leave a tool call without its result in the history, which a real provider refuses.
+      const before = yield* Ref.get(chat.history)
+      return yield* answer(chat, message).pipe(
+        Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Ref.set(chat.history, before))
+      )
+    }).pipe(Effect.scoped, Effect.provideContext(context))
 
   return SimulatedAgent.of({ reply })
 })
 
-export const layer = (options?: Options): Layer.Layer<SimulatedAgent, never, ActivityTracker> =>
-  Layer.effect(SimulatedAgent, make(options))
+/**
+ * The agent with its tools and its (tracked) model: the scripted one unless
+ * `options.model` gives another.
+ */
+export const layer = <E = never, R = never>(
+  options: Options<E, R> = {}
+): Layer.Layer<SimulatedAgent, E, ActivityTracker | Exclude<R, ActivityTracker>> => {
+  const model = (options.model ?? (DemoModel.layer as Layer.Layer<LanguageModel.LanguageModel, E, R>)).pipe(
+    TrackedLanguageModel.track()
+  )
+  return Layer.effect(SimulatedAgent, make(options)).pipe(
+    Layer.provide(Layer.mergeAll(model, DemoTools.layerHandlers(options)))
+  ) as Layer.Layer<SimulatedAgent, E, ActivityTracker | Exclude<R, ActivityTracker>>
+}
