@@ -23,7 +23,7 @@ const packageName = "effect-session-runtime"
 
 // Entry points that must need `effect` alone. Any other entry point (a file
 // `src/<lowercase>.ts`) may also use a declared peer dependency.
-const effectOnly = new Set([".", "./observability", "./sql", "./cluster", "./cli"])
+const effectOnly = new Set([".", "./observability", "./sql", "./cluster", "./cli", "./ai"])
 
 // Every process runs on this test's Node (>= 22.19) and sees no npm_* settings
 // of an enclosing `npm test`, as in a fresh shell.
